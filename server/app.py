@@ -1,0 +1,177 @@
+"""Server lifecycle: bind, load and warm models, serve, drain on SIGTERM.
+
+Start-up: gRPC binds first (live, not ready), then every model of the source is
+loaded and warmed; only then do ServerReady and the health service say SERVING and
+the ready line is printed. Shutdown (SIGTERM/SIGINT): health NOT_SERVING → stop
+accepting → in-flight calls finish within ``grace_seconds`` → batchers drain →
+exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from importlib import metadata
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from prometheus_client import start_http_server
+
+from .config import ServerConfig
+from .errors import ConfigError
+from .inference import InferenceCore
+from .loaded_models import LoadedModels
+from .metrics import ServerMetrics
+from .model_source import ModelSource, RepositoryFolder
+from .protocol.inference import grpc_service_pb2 as pb
+from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
+from .servicer import InferenceServicer
+
+log = logging.getLogger("osprey.server")
+
+INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
+READY_LINE = "osprey ready: grpc={grpc} metrics={metrics}"
+
+
+def model_health_name(model: str) -> str:
+    """The grpc.health.v1 service name that reports one model's readiness."""
+    return f"{INFERENCE_SERVICE}/{model}"
+
+
+def osprey_version() -> str:
+    try:
+        return metadata.version("osprey")
+    except metadata.PackageNotFoundError:  # running from a source tree
+        return "0+unknown"
+
+
+class AddressInUse(ConfigError):
+    """The port is already served by another process."""
+
+
+class OspreyServer:
+    """One Osprey server process."""
+
+    def __init__(self, config: ServerConfig, source: ModelSource | None = None) -> None:
+        self.config = config
+        self.source = source or RepositoryFolder(config.models_path)
+        self.metrics = ServerMetrics()
+        self.health = health_aio.HealthServicer()
+        self.models = LoadedModels(self.source, self.metrics, self._model_readiness)
+        self.core = InferenceCore(self.models)
+        self.ready = False
+        self.grpc_port = 0
+        self.metrics_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._metrics_http: Any = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _model_readiness(self, name: str, ready: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
+        task = asyncio.get_running_loop().create_task(self.health.set(model_health_name(name), status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def start(self) -> None:
+        cfg = self.config
+        options = [
+            # grpcio turns SO_REUSEPORT on by default, which would let a second server
+            # silently share a port that is already served: refuse instead.
+            ("grpc.so_reuseport", 0),
+            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_send_message_length", cfg.max_message_bytes),
+        ]
+        server = grpc.aio.server(options=options)
+        servicer = InferenceServicer(self.core, self.models, osprey_version(), lambda: self.ready)
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if cfg.reflection:
+            from grpc_reflection.v1alpha import reflection
+
+            reflection.enable_server_reflection(
+                (INFERENCE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                 reflection.SERVICE_NAME),
+                server,
+            )
+        address = f"{cfg.host}:{cfg.grpc_port}"
+        try:
+            self.grpc_port = server.add_insecure_port(address)
+        except RuntimeError:
+            self.grpc_port = 0
+        if not self.grpc_port:
+            raise AddressInUse(
+                f"cannot bind gRPC to {address}: address in use (another process serves this "
+                f"port) or not available on this host"
+            )
+        if cfg.metrics:
+            try:
+                self._metrics_http, _ = start_http_server(
+                    cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
+                )
+            except OSError as exc:
+                raise AddressInUse(
+                    f"cannot bind metrics to {cfg.host}:{cfg.metrics_port}: address in use "
+                    f"({exc.strerror})"
+                ) from None
+            self.metrics_port = self._metrics_http.server_port
+        await server.start()
+        self._server = server
+        log.info("gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port)
+        for name in self.source.model_names():
+            await self.models.load(name)
+        self.ready = True
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        metrics_at = f"{cfg.host}:{self.metrics_port}" if cfg.metrics else "off"
+        log.info("ready: %d model version(s) serving", len(self.models.served()))
+        print(
+            READY_LINE.format(grpc=f"{cfg.host}:{self.grpc_port}", metrics=metrics_at),
+            flush=True,
+        )
+
+    async def stop(self) -> None:
+        """Graceful shutdown in the order of DESIGN.md."""
+        self.ready = False
+        await self.health.enter_graceful_shutdown()  # every service NOT_SERVING
+        if self._server is not None:
+            log.info("draining: up to %.1fs for in-flight calls", self.config.grace_seconds)
+            await self._server.stop(self.config.grace_seconds)
+        await self.models.close()
+        if self._metrics_http is not None:
+            self._metrics_http.shutdown()
+            self._metrics_http.server_close()
+        log.info("stopped")
+
+    async def run(self) -> None:
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stopping = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        try:
+            await self.start()
+            await stopping.wait()
+            log.info("shutdown requested")
+        finally:
+            await self.stop()
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+def serve(config: ServerConfig, source: ModelSource | None = None) -> int:
+    """Run a server until it is told to stop; returns the process exit code."""
+    configure_logging(config.log_level)
+    asyncio.run(OspreyServer(config, source).run())
+    return 0

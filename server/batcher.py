@@ -1,0 +1,341 @@
+"""The dynamic batcher of one model version (Triton semantics, counted in rows).
+
+- A batch is formed as soon as an instance is free; it waits at most
+  ``max_queue_delay_us`` (from the arrival of its first request) and only while it
+  is short of ``max_batch_size`` rows.
+- The queue is bounded (``max_queue_size`` requests; beyond it: Overloaded) and has
+  priority levels (1 is the highest); within a level it is FIFO.
+- Requests whose non-batch dimensions or datatypes differ never share a batch.
+- A request's deadline (gRPC deadline or ``timeout`` parameter) evicts it while it
+  waits; a cancelled caller's request leaves the queue. Once running, a request
+  completes.
+- A request larger than ``max_batch_size`` is split into chunks that travel as
+  separate queue entries and are reassembled in order.
+- Packing (one contiguous array per input), execution and splitting run in the
+  version's inference thread pool so the event loop keeps accepting calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import numpy as np
+
+from .errors import DeadlineExceeded, ModelNotReady, Overloaded, RequestCancelled
+from .runtime import OnnxModel
+from .stats import ExecutionTiming, VersionStats
+
+log = logging.getLogger("osprey.batcher")
+
+Arrays = dict[str, np.ndarray]  # type: ignore[type-arg]
+
+
+class _State(Enum):
+    QUEUED = 1
+    RUNNING = 2
+    DONE = 3
+    GONE = 4  # evicted (deadline) or cancelled while queued
+
+
+@dataclass(eq=False)
+class _Entry:
+    inputs: Arrays
+    rows: int
+    shape_key: tuple[Any, ...]
+    level: int
+    deadline: float | None  # loop.time() seconds
+    future: asyncio.Future[Arrays]
+    enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+    enqueued_at: float = 0.0  # loop.time()
+    state: _State = _State.QUEUED
+
+
+def _shape_key(inputs: Arrays) -> tuple[Any, ...]:
+    return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+class DynamicBatcher:
+    """Queues requests for one model version and runs them in batches."""
+
+    def __init__(self, model: OnnxModel, stats: VersionStats) -> None:
+        self.model = model
+        self.settings = model.settings
+        self.stats = stats
+        self._levels: list[deque[_Entry]] = [
+            deque() for _ in range(max(1, self.settings.priority_levels))
+        ]
+        self._queued = 0
+        self._inflight = 0
+        self._closing = False
+        self._executor = ThreadPoolExecutor(
+            max_workers=len(model.sessions),
+            thread_name_prefix=f"infer-{model.name}-{model.version}",
+        )
+        self._free: asyncio.Queue[int] = asyncio.Queue()
+        for instance in range(len(model.sessions)):
+            self._free.put_nowait(instance)
+        self._arrived = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._scheduler = asyncio.get_running_loop().create_task(
+            self._schedule(), name=f"batcher-{model.name}-{model.version}"
+        )
+
+    # -- submission ---------------------------------------------------------------
+
+    async def infer(self, inputs: Arrays, rows: int, level: int, deadline: float | None) -> Arrays:
+        """Run ``inputs`` (``rows`` rows) at priority ``level`` (0 = highest).
+
+        ``deadline`` is in ``loop.time()`` seconds. Returns every output of the model.
+        """
+        if self._closing:
+            raise ModelNotReady(
+                f"model '{self.model.name}' version {self.model.version} is unloading"
+            )
+        cap = self.settings.max_batch_size
+        if not self.settings.batching or rows <= cap:
+            chunks = [inputs]
+        else:
+            chunks = [
+                {name: a[start : start + cap] for name, a in inputs.items()}
+                for start in range(0, rows, cap)
+            ]
+        # The bound counts queue entries; a split request is admitted whole or not at all.
+        if self._queued >= self.settings.max_queue_size:
+            raise Overloaded(
+                f"queue full: model '{self.model.name}' version {self.model.version} has "
+                f"{self._queued} request(s) waiting (max_queue_size "
+                f"{self.settings.max_queue_size}); retry later"
+            )
+        loop = asyncio.get_running_loop()
+        entries = []
+        for chunk in chunks:
+            n = next(iter(chunk.values())).shape[0] if self.settings.batching else rows
+            entry = _Entry(chunk, n, _shape_key(chunk), level, deadline, loop.create_future())
+            entry.enqueued_at = loop.time()
+            self._levels[level].append(entry)
+            entries.append(entry)
+        self._queued += len(entries)
+        self.stats.queued(len(entries))
+        self._idle.clear()
+        self._arrived.set()
+        try:
+            results = [await self._wait(entry, loop) for entry in entries]
+        except BaseException:
+            for entry in entries:
+                self._leave_queue(entry)
+            raise
+        if len(results) == 1:
+            return results[0]
+        return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
+
+    async def _wait(self, entry: _Entry, loop: asyncio.AbstractEventLoop) -> Arrays:
+        if entry.deadline is None:
+            return await entry.future
+        remaining = entry.deadline - loop.time()
+        try:
+            return await asyncio.wait_for(asyncio.shield(entry.future), max(remaining, 0.0))
+        except TimeoutError:
+            if entry.state is _State.QUEUED:
+                self._leave_queue(entry)
+                raise DeadlineExceeded(
+                    f"deadline exceeded: the request waited "
+                    f"{(loop.time() - entry.enqueued_at) * 1000:.1f} ms in the queue of "
+                    f"model '{self.model.name}' version {self.model.version}"
+                ) from None
+            return await entry.future  # already running: let it finish
+
+    def _leave_queue(self, entry: _Entry) -> None:
+        if entry.state is _State.QUEUED:
+            entry.state = _State.GONE
+            self._queued -= 1
+            self.stats.queued(-1)
+            if not entry.future.done():
+                entry.future.cancel()
+            self._check_idle()
+
+    # -- scheduling ---------------------------------------------------------------
+
+    def _pop_head(self, loop: asyncio.AbstractEventLoop) -> _Entry | None:
+        """The first live entry of the highest non-empty level (evicting expired ones)."""
+        now = loop.time()
+        for level in self._levels:
+            while level:
+                entry = level[0]
+                if entry.state is not _State.QUEUED:
+                    level.popleft()
+                    continue
+                if entry.deadline is not None and entry.deadline <= now:
+                    level.popleft()
+                    self._expire(entry, now)
+                    continue
+                level.popleft()
+                return entry
+        return None
+
+    def _peek_head(self) -> _Entry | None:
+        for level in self._levels:
+            while level and level[0].state is not _State.QUEUED:
+                level.popleft()
+            if level:
+                return level[0]
+        return None
+
+    def _expire(self, entry: _Entry, now: float) -> None:
+        entry.state = _State.GONE
+        self._queued -= 1
+        self.stats.queued(-1)
+        if not entry.future.done():
+            entry.future.set_exception(
+                DeadlineExceeded(
+                    f"deadline exceeded: the request waited {(now - entry.enqueued_at) * 1000:.1f}"
+                    f" ms in the queue of model '{self.model.name}' version "
+                    f"{self.model.version}"
+                )
+            )
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            instance = await self._free.get()
+            batch = await self._form_batch(loop)
+            if batch is None:
+                self._free.put_nowait(instance)
+                return
+            loop.create_task(self._execute(instance, batch))
+
+    async def _form_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Entry] | None:
+        while True:
+            head = self._pop_head(loop)
+            if head is not None:
+                break
+            if self._closing:
+                return None
+            self._arrived.clear()
+            await self._arrived.wait()
+        batch = [head]
+        head.state = _State.RUNNING
+        self._queued -= 1
+        self._inflight += 1  # counts the batch being formed, so close() waits for it
+        if not self.settings.batching:
+            self.stats.queued(-1)
+            return batch
+        rows = head.rows
+        cap = self.settings.max_batch_size
+        flush_at = head.enqueued_at + self.settings.max_queue_delay_us / 1e6
+        while rows < cap:
+            nxt = self._peek_head()
+            if nxt is not None:
+                if nxt.shape_key != head.shape_key or rows + nxt.rows > cap:
+                    break  # never reorder: the next request starts the next batch
+                entry = self._pop_head(loop)
+                if entry is None:
+                    continue
+                if entry.shape_key != head.shape_key or rows + entry.rows > cap:
+                    # _pop_head skipped an expired head; put the new head back in front.
+                    self._levels[entry.level].appendleft(entry)
+                    break
+                entry.state = _State.RUNNING
+                self._queued -= 1
+                batch.append(entry)
+                rows += entry.rows
+                continue
+            remaining = flush_at - loop.time()
+            if remaining <= 0 or self._closing:
+                break
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+        self.stats.queued(-len(batch))
+        return batch
+
+    async def _execute(self, instance: int, batch: list[_Entry]) -> None:
+        loop = asyncio.get_running_loop()
+        start_ns = time.perf_counter_ns()
+        for entry in batch:
+            self.stats.waited(start_ns - entry.enqueued_ns)
+        try:
+            outputs, timing = await loop.run_in_executor(
+                self._executor, self._run_batch, instance, [e.inputs for e in batch]
+            )
+        except BaseException as exc:
+            for entry in batch:
+                entry.state = _State.DONE
+                if not entry.future.done():
+                    entry.future.set_exception(exc)
+        else:
+            self.stats.execution(timing, len(batch))
+            for entry, result in zip(batch, outputs, strict=True):
+                entry.state = _State.DONE
+                if not entry.future.done():
+                    entry.future.set_result(result)
+        finally:
+            self._inflight -= 1
+            self._free.put_nowait(instance)
+            self._check_idle()
+
+    def _run_batch(self, instance: int, parts: list[Arrays]) -> tuple[list[Arrays], ExecutionTiming]:
+        """Pack, run and split one batch (inference thread)."""
+        t0 = time.perf_counter_ns()
+        if len(parts) == 1:
+            feeds = {name: np.ascontiguousarray(a) for name, a in parts[0].items()}
+        else:
+            feeds = {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+        t1 = time.perf_counter_ns()
+        results = self.model.run(instance, feeds)
+        t2 = time.perf_counter_ns()
+        names = self.model.output_names
+        rows = next(iter(feeds.values())).shape[0] if self.settings.batching else 1
+        if len(parts) == 1:
+            split = [dict(zip(names, results, strict=True))]
+        else:
+            for name, out in zip(names, results, strict=True):
+                if out.ndim == 0 or out.shape[0] != rows:
+                    raise RuntimeError(
+                        f"model '{self.model.name}' output '{name}' has shape {out.shape} "
+                        f"for a batch of {rows} rows"
+                    )
+            bounds = np.cumsum([next(iter(p.values())).shape[0] for p in parts])[:-1]
+            per_output = [np.split(out, bounds) for out in results]
+            split = [
+                {name: per_output[k][i] for k, name in enumerate(names)}
+                for i in range(len(parts))
+            ]
+        t3 = time.perf_counter_ns()
+        return split, ExecutionTiming(rows, t1 - t0, t2 - t1, t3 - t2)
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    def _check_idle(self) -> None:
+        if self._queued == 0 and self._inflight == 0:
+            self._idle.set()
+
+    @property
+    def pending(self) -> int:
+        return self._queued
+
+    async def close(self, drain: bool = True) -> None:
+        """Stop accepting; finish queued and running work (or cancel it), then stop."""
+        self._closing = True
+        if not drain:
+            for level in self._levels:
+                for entry in level:
+                    if entry.state is _State.QUEUED and not entry.future.done():
+                        entry.future.set_exception(
+                            RequestCancelled(f"model '{self.model.name}' was unloaded")
+                        )
+                    self._leave_queue(entry)
+        self._check_idle()
+        await self._idle.wait()
+        self._arrived.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(self._scheduler, 5)
+        self._executor.shutdown(wait=False)  # idle: no job is left in it

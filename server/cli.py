@@ -1,0 +1,86 @@
+"""The ``osprey`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from .config import ServerConfig, load_config
+from .errors import OspreyError
+
+log = logging.getLogger("osprey")
+
+
+def _add_server_flags(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--config", type=Path, help="TOML config file (default: $OSPREY_HOME/osprey.toml)")
+    add("--home", help="data folder for models and local state (default ~/.osprey)")
+    add("--model-repository", help="model repository folder (default $OSPREY_HOME/models)")
+    add("--host", help="address to bind (default 127.0.0.1)")
+    add("--grpc-port", help="gRPC port (default 8001; 0 picks a free one)")
+    add("--metrics-port", help="Prometheus port (default 8002; 0 picks a free one)")
+    add("--no-metrics", dest="metrics", action="store_const", const=False,
+        help="do not serve /metrics")
+    add("--grace-seconds", help="time in-flight calls get to finish on SIGTERM (default 30)")
+    add("--reflection", action="store_const", const=True, help="enable gRPC reflection")
+    add("--max-message-bytes", help="largest gRPC message accepted or sent")
+    add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def _config(args: argparse.Namespace) -> ServerConfig:
+    keys = set(ServerConfig.__dataclass_fields__)
+    cli: dict[str, Any] = {k: v for k, v in vars(args).items() if k in keys}
+    return load_config(cli=cli, config_file=args.config)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .app import serve
+
+    return serve(_config(args))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from trainer.fraud_demo import ensure_demo_model
+
+    from .app import configure_logging, serve
+
+    config = _config(args)
+    configure_logging(config.log_level)
+    config.home.mkdir(parents=True, exist_ok=True)
+    ensure_demo_model(config.home)
+    return serve(config)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="osprey",
+        description="Osprey: KServe v2 / Triton-compatible inference for ONNX models",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="serve the models of a model repository over gRPC")
+    _add_server_flags(serve)
+    serve.set_defaults(run=_serve)
+    demo = sub.add_parser(
+        "demo",
+        help="train the fraud model on the ULB credit-card data (once) and serve it",
+    )
+    _add_server_flags(demo)
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.run(args)
+    except OspreyError as exc:
+        print(f"osprey: error: {exc.message}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Server configuration: defaults < config file < ``OSPREY_*`` environment < CLI flags.
+
+The config file is TOML with the keys of ``ServerConfig`` (``--config FILE``, else
+``$OSPREY_HOME/osprey.toml`` when it exists). Every key can be overridden by the
+environment variable ``OSPREY_<KEY>`` (upper case) and by the flag ``--<key>``
+(dashes for underscores). Everything is validated at start with errors that name
+the key, where it came from, and what was wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_HOME = Path("~/.osprey")
+CONFIG_FILE_NAME = "osprey.toml"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Validated settings of one ``osprey serve`` process."""
+
+    home: Path = DEFAULT_HOME
+    model_repository: Path | None = None  # default: <home>/models
+    host: str = "127.0.0.1"
+    grpc_port: int = 8001
+    metrics_port: int = 8002  # 0 picks a free port
+    metrics: bool = True
+    grace_seconds: float = 30.0
+    reflection: bool = False
+    # 1M rows x 30 FP32 columns is 120 MB; leave room for BYTES columns.
+    max_message_bytes: int = 512 * 1024 * 1024
+    log_level: str = "INFO"
+
+    @property
+    def models_path(self) -> Path:
+        return self.model_repository or self.home / "models"
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(ServerConfig)}
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    """Convert ``value`` (from TOML, env or CLI) to ``key``'s type, or ConfigError."""
+    kind = _FIELDS[key].type
+    where = f"{origin}: '{key}'"
+    if kind in ("Path", "Path | None"):
+        if not isinstance(value, str | Path) or not str(value):
+            raise ConfigError(f"{where} must be a path, got {value!r}")
+        return Path(str(value)).expanduser()
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if kind == "int":
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be an integer, got {value!r}") from None
+    if kind == "float":
+        if isinstance(value, bool):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where} must be a number, got {value!r}") from None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _validate(config: ServerConfig) -> ServerConfig:
+    for key in ("grpc_port", "metrics_port"):
+        port = getattr(config, key)
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"'{key}' must be between 0 and 65535, got {port}")
+    if config.grace_seconds < 0:
+        raise ConfigError(f"'grace_seconds' must be >= 0, got {config.grace_seconds}")
+    if config.max_message_bytes < 1024 or config.max_message_bytes > 2**31 - 1:
+        raise ConfigError(
+            f"'max_message_bytes' must be between 1024 and {2**31 - 1} (gRPC's limit), got "
+            f"{config.max_message_bytes}"
+        )
+    if config.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
+    if config.host != "localhost":
+        try:
+            ipaddress.ip_address(config.host)
+        except ValueError:
+            raise ConfigError(
+                f"'host' must be an IP address or 'localhost', got {config.host!r}"
+            ) from None
+    return dataclasses.replace(config, log_level=config.log_level.upper())
+
+
+def load_config(
+    cli: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> ServerConfig:
+    """Merge the layers and validate. ``cli`` holds only flags the user set."""
+    env = os.environ if env is None else env
+    cli = {k: v for k, v in (cli or {}).items() if v is not None}
+    values: dict[str, Any] = {}
+
+    home_raw = cli.get("home") or env.get("OSPREY_HOME") or str(DEFAULT_HOME)
+    home = Path(str(home_raw)).expanduser()
+    path = config_file
+    if path is None and (home / CONFIG_FILE_NAME).is_file():
+        path = home / CONFIG_FILE_NAME
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+        unknown = sorted(set(data) - set(_FIELDS))
+        if unknown:
+            raise ConfigError(
+                f"config file {path}: unknown key(s) {', '.join(unknown)}; known keys: "
+                f"{', '.join(_FIELDS)}"
+            )
+        for key, value in data.items():
+            values[key] = _coerce(key, value, f"config file {path}")
+    for key in _FIELDS:
+        name = f"OSPREY_{key.upper()}"
+        if name in env and env[name] != "":
+            values[key] = _coerce(key, env[name], f"environment {name}")
+    for key, value in cli.items():
+        if key not in _FIELDS:
+            raise ConfigError(f"unknown setting '{key}'")
+        values[key] = _coerce(key, value, f"flag --{key.replace('_', '-')}")
+    values.setdefault("home", home)
+    return _validate(ServerConfig(**values))

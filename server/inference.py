@@ -1,0 +1,224 @@
+"""The transport-agnostic inference path: validate, batch, answer.
+
+Servicers translate protobuf into an ``InferenceRequest`` (``server.converters``)
+and call ``InferenceCore.infer``; nothing here knows about gRPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidInput, OspreyError
+from .ids import uuid7
+from .loaded_models import LoadedModels, ServedVersion
+from .status import failure_reason
+
+DECISION_ID_PARAMETER = "osprey_decision_id"
+
+
+@dataclass(frozen=True)
+class InputTensor:
+    """A decoded request input: its declared datatype and shape, and the data."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One ModelInfer call, decoded."""
+
+    model_name: str
+    model_version: str
+    id: str
+    inputs: tuple[InputTensor, ...]
+    requested_outputs: tuple[str, ...]  # empty = every output
+    parameters: dict[str, Any] = field(default_factory=dict)
+    deadline: float | None = None  # time.monotonic() seconds, from gRPC
+    received_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+@dataclass(frozen=True)
+class OutputTensor:
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+    data: np.ndarray  # type: ignore[type-arg]
+
+
+@dataclass(frozen=True)
+class InferenceResult:
+    model_name: str
+    model_version: str
+    id: str
+    decision_id: str
+    outputs: tuple[OutputTensor, ...]
+
+
+def _int_parameter(params: dict[str, Any], key: str, minimum: int) -> int | None:
+    if key not in params:
+        return None
+    value = params[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(
+            f"parameter '{key}' must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+class InferenceCore:
+    """Runs inference requests against the loaded models."""
+
+    def __init__(self, models: LoadedModels) -> None:
+        self.models = models
+
+    async def infer(self, request: InferenceRequest) -> InferenceResult:
+        served = self.models.get(request.model_name, request.model_version)
+        try:
+            result = await self._infer(served, request)
+        except asyncio.CancelledError:
+            served.stats.failed(time.perf_counter_ns() - request.received_ns, "CANCELED")
+            raise
+        except Exception as exc:
+            served.stats.failed(time.perf_counter_ns() - request.received_ns, failure_reason(exc))
+            raise
+        served.stats.succeeded(time.perf_counter_ns() - request.received_ns)
+        return result
+
+    async def _infer(self, served: ServedVersion, request: InferenceRequest) -> InferenceResult:
+        feeds, rows = self._validate_inputs(served, request)
+        wanted = self._requested_outputs(served, request)
+        level = self._priority_level(served, request.parameters)
+        deadline = self._deadline(request)
+        outputs = await served.batcher.infer(feeds, rows, level, deadline)
+        tensors = []
+        for name in wanted:
+            data = outputs[name]
+            spec = next(o for o in served.model.outputs if o.name == name)
+            tensors.append(OutputTensor(name, spec.datatype.name, tuple(data.shape), data))
+        return InferenceResult(
+            model_name=served.name,
+            model_version=str(served.version),
+            id=request.id,
+            decision_id=str(uuid7()),
+            outputs=tuple(tensors),
+        )
+
+    @staticmethod
+    def _validate_inputs(
+        served: ServedVersion, request: InferenceRequest
+    ) -> tuple[dict[str, np.ndarray], int]:  # type: ignore[type-arg]
+        model = served.model
+        settings = served.settings
+        where = f"model '{served.name}' version {served.version}"
+        expected = {spec.name: spec for spec in model.inputs}
+        seen: dict[str, InputTensor] = {}
+        for tensor in request.inputs:
+            if tensor.name in seen:
+                raise InvalidInput(f"input '{tensor.name}' appears more than once")
+            if tensor.name not in expected:
+                raise InvalidInput(
+                    f"unexpected input '{tensor.name}' for {where}; expected inputs: "
+                    f"{', '.join(expected)}"
+                )
+            seen[tensor.name] = tensor
+        missing = [name for name in expected if name not in seen]
+        if missing:
+            raise InvalidInput(
+                f"missing input(s) {', '.join(repr(m) for m in missing)} for {where}; got "
+                f"{', '.join(repr(n) for n in seen) or 'none'}"
+            )
+        rows = 1
+        batch_of: str | None = None
+        feeds: dict[str, np.ndarray] = {}  # type: ignore[type-arg]
+        for spec in model.inputs:
+            tensor = seen[spec.name]
+            if tensor.datatype != spec.datatype.name:
+                raise InvalidInput(
+                    f"input '{spec.name}': expected datatype {spec.datatype.name}, got "
+                    f"{tensor.datatype}"
+                )
+            shape = tensor.shape
+            model_shape = [-1, *spec.shape[1:]] if settings.batching else list(spec.shape)
+            if len(shape) != len(model_shape) or any(
+                m != -1 and m != s for m, s in zip(model_shape, shape, strict=True)
+            ):
+                raise InvalidInput(
+                    f"input '{spec.name}': expected shape {model_shape} (-1 = any), got "
+                    f"{list(shape)}"
+                )
+            if settings.batching:
+                if batch_of is None:
+                    rows, batch_of = shape[0], spec.name
+                elif shape[0] != rows:
+                    raise InvalidInput(
+                        f"input '{spec.name}' has {shape[0]} rows but input '{batch_of}' has "
+                        f"{rows}; all inputs must share the batch dimension"
+                    )
+            feeds[spec.name] = tensor.data
+        if settings.batching:
+            if rows == 0:
+                raise InvalidInput(
+                    f"input '{batch_of}' has 0 rows; a request must carry at least one row"
+                )
+            if rows > settings.max_request_rows:
+                raise InvalidInput(
+                    f"request has {rows} rows, more than the cap of {settings.max_request_rows} "
+                    f"rows per request (max_request_rows) of {where}"
+                )
+        return feeds, rows
+
+    @staticmethod
+    def _requested_outputs(served: ServedVersion, request: InferenceRequest) -> list[str]:
+        names = served.model.output_names
+        if not request.requested_outputs:
+            return list(names)
+        for name in request.requested_outputs:
+            if name not in names:
+                raise InvalidInput(
+                    f"unknown requested output '{name}' for model '{served.name}'; outputs: "
+                    f"{', '.join(names)}"
+                )
+        if len(set(request.requested_outputs)) != len(request.requested_outputs):
+            raise InvalidInput("an output is requested more than once")
+        return list(request.requested_outputs)
+
+    @staticmethod
+    def _priority_level(served: ServedVersion, params: dict[str, Any]) -> int:
+        """Queue index for the request: 0 is the highest priority level."""
+        settings = served.settings
+        levels = settings.priority_levels
+        priority = _int_parameter(params, "priority", 0)
+        if priority is None or priority == 0:
+            priority = settings.default_priority_level
+        if levels == 0:
+            return 0  # priorities are off: every request shares one level
+        if priority > levels:
+            raise InvalidInput(
+                f"parameter 'priority' is {priority} but model '{served.name}' has "
+                f"{levels} priority level(s) (1 = highest)"
+            )
+        return max(priority, 1) - 1
+
+    @staticmethod
+    def _deadline(request: InferenceRequest) -> float | None:
+        """The earlier of the gRPC deadline and the ``timeout`` parameter, loop time."""
+        loop = asyncio.get_running_loop()
+        candidates = []
+        timeout_us = _int_parameter(request.parameters, "timeout", 0)
+        if timeout_us:
+            received_mono = time.monotonic() - (time.perf_counter_ns() - request.received_ns) / 1e9
+            candidates.append(received_mono + timeout_us / 1e6)
+        if request.deadline is not None:
+            candidates.append(request.deadline)
+        if not candidates:
+            return None
+        return loop.time() + (min(candidates) - time.monotonic())
+

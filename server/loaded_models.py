@@ -1,0 +1,236 @@
+"""The versions this server has loaded, and loading/unloading them at run time.
+
+A (re)load builds every selected version completely (sessions, warmup) off the event
+loop before it swaps them in atomically; if anything fails, whatever served before
+keeps serving and the error names the model and the cause. Replaced or unloaded
+versions drain their queues before their sessions are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .batcher import DynamicBatcher
+from .errors import ModelLoadError, ModelNotFound, ModelNotReady, OspreyError
+from .metrics import ServerMetrics
+from .model_config import ModelSettings
+from .model_source import ModelDefinition, ModelSource
+from .runtime import OnnxModel
+from .stats import VersionStats
+
+log = logging.getLogger("osprey.models")
+
+READY = "READY"
+UNAVAILABLE = "UNAVAILABLE"
+LOADING = "LOADING"
+UNLOADING = "UNLOADING"
+
+
+@dataclass
+class ServedVersion:
+    """One loaded, warmed model version with its batcher and statistics."""
+
+    name: str
+    version: int
+    model: OnnxModel
+    batcher: DynamicBatcher
+    stats: VersionStats
+
+    @property
+    def settings(self) -> ModelSettings:
+        return self.model.settings
+
+
+@dataclass
+class ModelEntry:
+    """A model's state: its served versions, or why it has none."""
+
+    name: str
+    state: str
+    reason: str = ""
+    definition: ModelDefinition | None = None
+    versions: dict[int, ServedVersion] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+@dataclass(frozen=True)
+class IndexRow:
+    """One row of the repository index."""
+
+    name: str
+    version: str
+    state: str
+    reason: str
+
+
+ReadinessListener = Callable[[str, bool], None]
+
+
+class LoadedModels:
+    """Models known to this server, keyed by name."""
+
+    def __init__(
+        self,
+        source: ModelSource,
+        metrics: ServerMetrics,
+        on_readiness: ReadinessListener | None = None,
+    ) -> None:
+        self.source = source
+        self.metrics = metrics
+        self._models: dict[str, ModelEntry] = {}
+        self._on_readiness = on_readiness or (lambda name, ready: None)
+
+    # -- lookups (hot path) --------------------------------------------------------
+
+    def get(self, name: str, version: str = "") -> ServedVersion:
+        """The version to run for ``name`` (empty ``version`` = the newest served)."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise ModelNotFound(f"model '{name}' is not known to this server")
+        if not entry.versions:
+            if entry.state == LOADING:
+                raise ModelNotReady(f"model '{name}' is loading")
+            raise ModelNotFound(
+                f"model '{name}' has no loaded version (state {entry.state}"
+                + (f": {entry.reason}" if entry.reason else "")
+                + ")"
+            )
+        if not version:
+            return entry.versions[max(entry.versions)]
+        if not version.isdigit():
+            raise ModelNotFound(
+                f"model '{name}' has no version '{version}'; versions are positive integers"
+            )
+        served = entry.versions.get(int(version))
+        if served is None:
+            raise ModelNotFound(
+                f"model '{name}' version {version} is not loaded; loaded versions: "
+                f"{', '.join(map(str, sorted(entry.versions)))}"
+            )
+        return served
+
+    def is_ready(self, name: str, version: str = "") -> bool:
+        try:
+            self.get(name, version)
+        except OspreyError:
+            return False
+        return True
+
+    def served(self) -> list[ServedVersion]:
+        return [v for e in self._models.values() for v in e.versions.values()]
+
+    def entries(self) -> list[ModelEntry]:
+        return [self._models[name] for name in sorted(self._models)]
+
+    def index(self, ready_only: bool = False) -> list[IndexRow]:
+        """Every model in the source and every loaded version, with its state."""
+        rows: list[IndexRow] = []
+        for name in sorted(set(self.source.model_names()) | set(self._models)):
+            entry = self._models.get(name)
+            if entry is None:
+                if not ready_only:
+                    rows.append(IndexRow(name, "", UNAVAILABLE, "not loaded"))
+                continue
+            if entry.versions:
+                rows.extend(IndexRow(name, str(v), READY, "") for v in sorted(entry.versions))
+            elif not ready_only:
+                rows.append(IndexRow(name, "", entry.state, entry.reason))
+        return rows
+
+    # -- control -------------------------------------------------------------------
+
+    async def load(self, name: str) -> None:
+        """(Re)load ``name`` from the source; on failure the old versions keep serving."""
+        entry = self._models.get(name)
+        if entry is None:
+            definition = self.source.definition(name)  # ModelNotFound before any state
+            entry = self._models.setdefault(name, ModelEntry(name, LOADING))
+        else:
+            definition = None
+        async with entry.lock:
+            try:
+                if definition is None:
+                    definition = self.source.definition(name)
+                built = await self._build(definition)
+            except OspreyError as exc:
+                if not entry.versions:
+                    entry.state, entry.reason = UNAVAILABLE, exc.message
+                log.error("loading model '%s' failed: %s", name, exc.message)
+                raise
+            except Exception as exc:
+                if not entry.versions:
+                    entry.state, entry.reason = UNAVAILABLE, "load failed"
+                log.exception("loading model '%s' failed", name)
+                raise ModelLoadError(f"model '{name}' failed to load: {exc}") from None
+            old = entry.versions
+            entry.versions = built
+            entry.definition = definition
+            entry.state, entry.reason = READY, ""
+            self._on_readiness(name, True)
+            log.info(
+                "model '%s' serving version(s) %s (policy %s)",
+                name,
+                ", ".join(map(str, sorted(built))),
+                definition.settings.version_policy.describe(),
+            )
+            await self._retire(old.values())
+
+    async def unload(self, name: str) -> None:
+        """Stop serving ``name``: new requests are refused, queued ones finish."""
+        entry = self._models.get(name)
+        if entry is None:
+            raise ModelNotFound(f"model '{name}' is not loaded")
+        async with entry.lock:
+            old, entry.versions = entry.versions, {}
+            entry.state, entry.reason = UNAVAILABLE, "unloaded"
+            self._on_readiness(name, False)
+            await self._retire(old.values())
+            log.info("model '%s' unloaded", name)
+
+    async def close(self) -> None:
+        """Drain and drop every version (shutdown)."""
+        for entry in list(self._models.values()):
+            old, entry.versions = entry.versions, {}
+            entry.state = UNAVAILABLE
+            self._on_readiness(entry.name, False)
+            await self._retire(old.values())
+
+    async def _build(self, definition: ModelDefinition) -> dict[int, ServedVersion]:
+        if not definition.artifacts:
+            raise ModelLoadError(
+                f"model '{definition.name}': version policy "
+                f"{definition.settings.version_policy.describe()} selects none of the "
+                f"available versions {list(definition.available)}"
+            )
+        loop = asyncio.get_running_loop()
+        built: dict[int, ServedVersion] = {}
+        try:
+            for version, path in sorted(definition.artifacts.items()):
+                model = await loop.run_in_executor(
+                    None, self._load_model, definition.name, version, path, definition.settings
+                )
+                stats = VersionStats(
+                    self.metrics.for_version(definition.name, version), definition.name, version
+                )
+                built[version] = ServedVersion(
+                    definition.name, version, model, DynamicBatcher(model, stats), stats
+                )
+        except BaseException:
+            await self._retire(built.values())
+            raise
+        return built
+
+    @staticmethod
+    def _load_model(name: str, version: int, path: object, settings: ModelSettings) -> OnnxModel:
+        from pathlib import Path
+
+        model = OnnxModel(name, version, Path(str(path)), settings)
+        model.warmup()
+        return model
+
+    async def _retire(self, versions: object) -> None:
+        for served in list(versions):  # type: ignore[call-overload]
+            await served.batcher.close(drain=True)

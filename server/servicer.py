@@ -1,0 +1,258 @@
+"""``inference.GRPCInferenceService``: translation only.
+
+Each RPC converts the request (``server.converters``), calls the core, and converts
+the answer back. Errors are mapped to status codes by ``server.status`` in one
+wrapper; nothing else decides a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from . import converters
+from .errors import ModelNotFound, Unsupported
+from .inference import InferenceCore
+from .loaded_models import LoadedModels
+from .protocol.inference import grpc_service_pb2 as pb
+from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
+from .status import status_for
+
+log = logging.getLogger("osprey.server")
+
+SERVER_NAME = "osprey"
+# Exactly the Triton extensions implemented here.
+EXTENSIONS = (
+    "model_repository",
+    "model_configuration",
+    "schedule_policy",
+    "parameters",
+    "statistics",
+)
+
+T = TypeVar("T")
+
+
+def translate_errors(
+    method: Callable[..., Awaitable[T]],
+) -> Callable[..., Awaitable[T]]:
+    """Turn Osprey errors (and bugs) into gRPC status codes for a unary RPC."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> T:
+        try:
+            return await method(self, request, context)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            code, message = status_for(exc)
+            await context.abort(code, message)
+            raise  # unreachable: abort raises
+
+    return wrapper
+
+
+def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
+    """The call's gRPC deadline as ``time.monotonic()`` seconds."""
+    remaining = context.time_remaining()
+    return None if remaining is None else time.monotonic() + remaining
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    """KServe v2 / Triton inference service over the transport-agnostic core."""
+
+    def __init__(
+        self,
+        core: InferenceCore,
+        models: LoadedModels,
+        version: str,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self.core = core
+        self.models = models
+        self.version = version
+        self.is_ready = is_ready
+
+    def _versions(self, name: str, version: str) -> list[Any]:
+        """One version, or every served version of ``name`` (NOT_FOUND if none)."""
+        served = self.models.get(name, version)
+        if version:
+            return [served]
+        return sorted((v for v in self.models.served() if v.name == name), key=lambda v: v.version)
+
+    # -- health and metadata --------------------------------------------------------
+
+    @translate_errors
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @translate_errors
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        return pb.ServerReadyResponse(ready=self.is_ready())
+
+    @translate_errors
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        return pb.ModelReadyResponse(ready=self.models.is_ready(request.name, request.version))
+
+    @translate_errors
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(
+            name=SERVER_NAME, version=self.version, extensions=list(EXTENSIONS)
+        )
+
+    @translate_errors
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        versions = self._versions(request.name, request.version)
+        return converters.encode_model_metadata(request.name, versions)
+
+    @translate_errors
+    async def ModelConfig(self, request: Any, context: Any) -> pb.ModelConfigResponse:
+        served = self.models.get(request.name, request.version)
+        return pb.ModelConfigResponse(config=converters.encode_model_config(served))
+
+    @translate_errors
+    async def ModelStatistics(self, request: Any, context: Any) -> pb.ModelStatisticsResponse:
+        if request.name:
+            versions = self._versions(request.name, request.version)
+        elif request.version:
+            raise ModelNotFound("a version was given without a model name")
+        else:
+            versions = self.models.served()
+        versions.sort(key=lambda v: (v.name, v.version))
+        return pb.ModelStatisticsResponse(
+            model_stats=[converters.encode_statistics(v.stats) for v in versions]
+        )
+
+    # -- inference ------------------------------------------------------------------
+
+    @translate_errors
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+        decoded = converters.decode_infer_request(request, deadline_of(context))
+        result = await self.core.infer(decoded)
+        return converters.encode_infer_response(result)
+
+    async def ModelStreamInfer(
+        self, request_iterator: AsyncIterator[Any], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Requests run concurrently; each answer (or error) is written as it completes.
+
+        An error goes into ``error_message`` and the stream stays open.
+        """
+        answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        pending: set[asyncio.Task[None]] = set()
+        deadline = deadline_of(context)
+
+        async def answer(request: Any) -> None:
+            try:
+                decoded = converters.decode_infer_request(request, deadline)
+                result = await self.core.infer(decoded)
+                await answers.put(
+                    pb.ModelStreamInferResponse(
+                        infer_response=converters.encode_infer_response(result)
+                    )
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _, message = status_for(exc)
+                await answers.put(
+                    pb.ModelStreamInferResponse(
+                        error_message=message,
+                        infer_response=pb.ModelInferResponse(
+                            model_name=request.model_name,
+                            model_version=request.model_version,
+                            id=request.id,
+                        ),
+                    )
+                )
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    task = asyncio.create_task(answer(request))
+                    pending.add(task)
+                    task.add_done_callback(pending.discard)
+                while pending:
+                    await asyncio.gather(*list(pending), return_exceptions=True)
+            finally:
+                await answers.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await answers.get()
+                if item is None:
+                    break
+                yield item
+        finally:
+            reader.cancel()
+            for task in list(pending):
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+
+    # -- repository -----------------------------------------------------------------
+
+    @translate_errors
+    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+        return converters.encode_index(self.models.index(ready_only=request.ready))
+
+    @translate_errors
+    async def RepositoryModelLoad(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelLoadResponse:
+        if request.parameters:
+            raise Unsupported(
+                "RepositoryModelLoad parameters (config override, file content) are not "
+                "supported; edit the model repository and load again"
+            )
+        await self.models.load(request.model_name)
+        return pb.RepositoryModelLoadResponse()
+
+    @translate_errors
+    async def RepositoryModelUnload(
+        self, request: Any, context: Any
+    ) -> pb.RepositoryModelUnloadResponse:
+        await self.models.unload(request.model_name)
+        return pb.RepositoryModelUnloadResponse()
+
+    # -- not implemented ------------------------------------------------------------
+
+    async def _unimplemented(self, what: str, context: Any) -> Any:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED,
+            f"{what} is not implemented by Osprey; send tensors in the request instead"
+            if "SharedMemory" in what
+            else f"{what} is not implemented by Osprey",
+        )
+
+    async def SystemSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryStatus", context)
+
+    async def SystemSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryRegister", context)
+
+    async def SystemSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("SystemSharedMemoryUnregister", context)
+
+    async def CudaSharedMemoryStatus(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryStatus", context)
+
+    async def CudaSharedMemoryRegister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryRegister", context)
+
+    async def CudaSharedMemoryUnregister(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("CudaSharedMemoryUnregister", context)
+
+    async def TraceSetting(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("TraceSetting", context)
+
+    async def LogSettings(self, request: Any, context: Any) -> Any:
+        return await self._unimplemented("LogSettings", context)
