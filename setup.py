@@ -22,8 +22,10 @@ ROOT = Path(__file__).resolve().parent
 PROTO_ROOT = ROOT / "proto"
 STUB_PACKAGE = ROOT / "server" / "protocol"
 
-# (module name, sources); the native-core issue fills this list.
-EXTENSIONS: list[tuple[str, list[str]]] = []
+# (module name, sources): every kernel has a pure-Python twin beside it.
+EXTENSIONS: list[tuple[str, list[str]]] = [
+    ("native._bytes_codec", ["native/_bytes_codec.pyx"]),
+]
 
 
 def _relative_import(from_pkg: tuple[str, ...], target_pkg: tuple[str, ...]) -> str:
@@ -41,8 +43,8 @@ def _relative_import(from_pkg: tuple[str, ...], target_pkg: tuple[str, ...]) -> 
 
 def generate_stubs() -> list[Path]:
     """Run protoc over every ``proto/**/*.proto``; return the files written."""
-    from grpc_tools import protoc  # build requirement
     import grpc_tools
+    from grpc_tools import protoc  # build requirement
 
     protos = sorted(PROTO_ROOT.rglob("*.proto"))
     if not protos:

@@ -98,7 +98,9 @@ def _validate(config: ServerConfig) -> ServerConfig:
             f"{config.max_message_bytes}"
         )
     if config.log_level.upper() not in LOG_LEVELS:
-        raise ConfigError(f"'log_level' must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}")
+        raise ConfigError(
+            f"'log_level' must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+        )
     if config.host != "localhost":
         try:
             ipaddress.ip_address(config.host)

@@ -7,6 +7,7 @@ carries ``model`` and ``version`` labels.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +129,5 @@ class ServerMetrics:
     def forget_version(self, model: str, version: int) -> None:
         """Drop an unloaded version's gauge so it does not report stale pending work."""
         labels = (model, str(version))
-        try:
+        with contextlib.suppress(KeyError):
             self.pending.remove(*labels)
-        except KeyError:
-            pass

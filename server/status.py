@@ -33,7 +33,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     """
     if isinstance(exc, errors.OspreyError):
         for cls in type(exc).__mro__:
-            code = _CODES.get(cls)  # type: ignore[arg-type]
+            code = _CODES.get(cls)
             if code is not None:
                 return code, exc.message
     log.error("unexpected error while serving a request", exc_info=exc)
