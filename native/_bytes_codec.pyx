@@ -6,6 +6,7 @@ Decoding walks the length prefixes in C and builds each element with one
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdint cimport uint32_t, uint8_t
 from libc.string cimport memcpy
 
@@ -20,8 +21,12 @@ cdef inline uint32_t _read_u32le(const uint8_t* p) noexcept nogil:
     return (<uint32_t>p[0]) | (<uint32_t>p[1] << 8) | (<uint32_t>p[2] << 16) | (<uint32_t>p[3] << 24)
 
 
-def decode(const uint8_t[::1] buf, Py_ssize_t count):
-    """Split ``buf`` into exactly ``count`` elements; ValueError says what was wrong."""
+def decode(const uint8_t[::1] buf, Py_ssize_t count, bint text=False):
+    """Split ``buf`` into exactly ``count`` elements; ValueError says what was wrong.
+
+    With ``text`` the elements are decoded as UTF-8 ``str`` (what ONNX string
+    tensors hold), else they are ``bytes``.
+    """
     cdef Py_ssize_t end = buf.shape[0]
     cdef Py_ssize_t pos = 0
     cdef Py_ssize_t i
@@ -42,7 +47,16 @@ def decode(const uint8_t[::1] buf, Py_ssize_t count):
                 f"BYTES element {i} declares {length} bytes at offset {pos} "
                 f"but only {end - pos} remain"
             )
-        view[i] = PyBytes_FromStringAndSize(<const char*>(base + pos), length)
+        if text:
+            try:
+                view[i] = PyUnicode_DecodeUTF8(<const char*>(base + pos), length, NULL)
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"BYTES element {i} is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                    f"ONNX string tensors hold UTF-8 text"
+                ) from None
+        else:
+            view[i] = PyBytes_FromStringAndSize(<const char*>(base + pos), length)
         pos += length
     if pos != end:
         raise ValueError(

@@ -15,8 +15,12 @@ import numpy.typing as npt
 _LENGTH = struct.Struct("<I")
 
 
-def decode(buf: bytes, count: int) -> npt.NDArray[np.object_]:
-    """Split ``buf`` into exactly ``count`` elements; ValueError says what was wrong."""
+def decode(buf: bytes, count: int, text: bool = False) -> npt.NDArray[np.object_]:
+    """Split ``buf`` into exactly ``count`` elements; ValueError says what was wrong.
+
+    With ``text`` the elements are decoded as UTF-8 ``str`` (what ONNX string
+    tensors hold), else they are ``bytes``.
+    """
     out = np.empty(count, dtype=object)
     view = memoryview(buf)
     pos, end = 0, len(buf)
@@ -33,7 +37,17 @@ def decode(buf: bytes, count: int) -> npt.NDArray[np.object_]:
                 f"BYTES element {i} declares {length} bytes at offset {pos} "
                 f"but only {end - pos} remain"
             )
-        out[i] = bytes(view[pos : pos + length])
+        chunk = bytes(view[pos : pos + length])
+        if text:
+            try:
+                out[i] = chunk.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(
+                    f"BYTES element {i} is not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                    f"ONNX string tensors hold UTF-8 text"
+                ) from None
+        else:
+            out[i] = chunk
         pos += length
     if pos != end:
         raise ValueError(

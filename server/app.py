@@ -10,6 +10,7 @@ exit 0.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import signal
 import sys
@@ -53,6 +54,53 @@ class AddressInUse(ConfigError):
     """The port is already served by another process."""
 
 
+class HealthService(health_aio.HealthServicer):
+    """``grpc.health.v1`` whose Watch streams suit a graceful shutdown.
+
+    The reference asyncio servicer (grpcio-health-checking, pinned) has two flaws
+    that matter here: a Watch stream never ends, so one open watch (gRPC client-side
+    health checking keeps one) holds ``server.stop(grace)`` for the whole grace; and
+    when one watcher of a service leaves it drops the condition the other watchers
+    of that service wait on, so they never hear NOT_SERVING. Here a Watch ends once
+    it has sent the shutdown's NOT_SERVING, and a service's condition lives while
+    anyone watches it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._watching: collections.Counter[str] = collections.Counter()
+
+    async def Watch(self, request: Any, context: Any) -> None:
+        service = request.service
+        condition = self._server_watchers[service]
+        self._watching[service] += 1
+        last = None
+        try:
+            async with condition:
+                while True:
+                    status = self._server_status.get(
+                        service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+                    )
+                    if status != last:
+                        await context.write(health_pb2.HealthCheckResponse(status=status))
+                        last = status
+                    if self._gracefully_shutting_down:
+                        return
+                    await condition.wait()
+        finally:
+            self._watching[service] -= 1
+            if self._watching[service] <= 0:
+                del self._watching[service]
+                self._server_watchers.pop(service, None)
+
+    async def enter_graceful_shutdown(self) -> None:
+        await super().enter_graceful_shutdown()
+        # Wake every watcher, also those of services without a status, so all end.
+        for condition in list(self._server_watchers.values()):
+            async with condition:
+                condition.notify_all()
+
+
 class OspreyServer:
     """One Osprey server process."""
 
@@ -60,7 +108,7 @@ class OspreyServer:
         self.config = config
         self.source = source or RepositoryFolder(config.models_path)
         self.metrics = ServerMetrics()
-        self.health = health_aio.HealthServicer()
+        self.health = HealthService()
         self.models = LoadedModels(self.source, self.metrics, self._model_readiness)
         self.core = InferenceCore(self.models)
         self.ready = False
@@ -71,8 +119,11 @@ class OspreyServer:
         self._background: set[asyncio.Task[None]] = set()
 
     def _model_readiness(self, name: str, ready: bool) -> None:
-        status = health_pb2.HealthCheckResponse.SERVING if ready else health_pb2.HealthCheckResponse.NOT_SERVING
-        task = asyncio.get_running_loop().create_task(self.health.set(model_health_name(name), status))
+        serving = health_pb2.HealthCheckResponse
+        status = serving.SERVING if ready else serving.NOT_SERVING
+        task = asyncio.get_running_loop().create_task(
+            self.health.set(model_health_name(name), status)
+        )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -122,7 +173,9 @@ class OspreyServer:
             self.metrics_port = self._metrics_http.server_port
         await server.start()
         self._server = server
-        log.info("gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port)
+        log.info(
+            "gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port
+        )
         for name in self.source.model_names():
             await self.models.load(name)
         self.ready = True

@@ -1,14 +1,16 @@
 """The dynamic batcher of one model version (Triton semantics, counted in rows).
 
 - A batch is formed as soon as an instance is free; it waits at most
-  ``max_queue_delay_us`` (from the arrival of its first request) and only while it
-  is short of ``max_batch_size`` rows.
+  ``max_queue_delay_us`` (from the arrival of its first request), never past the
+  deadline of a request in it, and only while it is short of ``max_batch_size`` rows.
 - The queue is bounded (``max_queue_size`` requests; beyond it: Overloaded) and has
   priority levels (1 is the highest); within a level it is FIFO.
 - Requests whose non-batch dimensions or datatypes differ never share a batch.
 - A request's deadline (gRPC deadline or ``timeout`` parameter) evicts it while it
   waits; a cancelled caller's request leaves the queue. Once running, a request
   completes.
+- When an execution of several requests fails, each of them runs again alone, so
+  a request whose values break the model fails only itself.
 - A request larger than ``max_batch_size`` is split into chunks that travel as
   separate queue entries and are reassembled in order.
 - Packing (one contiguous array per input), execution and splitting run in the
@@ -35,7 +37,7 @@ from .stats import ExecutionTiming, VersionStats
 
 log = logging.getLogger("osprey.batcher")
 
-Arrays = dict[str, np.ndarray]  # type: ignore[type-arg]
+Arrays = dict[str, np.ndarray]
 
 
 class _State(Enum):
@@ -56,6 +58,7 @@ class _Entry:
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
     enqueued_at: float = 0.0  # loop.time()
     state: _State = _State.QUEUED
+    first_part: bool = True  # False for the later chunks of a split request
 
 
 def _shape_key(inputs: Arrays) -> tuple[Any, ...]:
@@ -82,6 +85,7 @@ class DynamicBatcher:
         self._free: asyncio.Queue[int] = asyncio.Queue()
         for instance in range(len(model.sessions)):
             self._free.put_nowait(instance)
+        self._running: set[asyncio.Task[None]] = set()
         self._arrived = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -117,9 +121,10 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         entries = []
-        for chunk in chunks:
+        for part, chunk in enumerate(chunks):
             n = next(iter(chunk.values())).shape[0] if self.settings.batching else rows
             entry = _Entry(chunk, n, _shape_key(chunk), level, deadline, loop.create_future())
+            entry.first_part = part == 0
             entry.enqueued_at = loop.time()
             self._levels[level].append(entry)
             entries.append(entry)
@@ -210,7 +215,9 @@ class DynamicBatcher:
             if batch is None:
                 self._free.put_nowait(instance)
                 return
-            loop.create_task(self._execute(instance, batch))
+            task = loop.create_task(self._execute(instance, batch))
+            self._running.add(task)  # the loop keeps only weak references to tasks
+            task.add_done_callback(self._running.discard)
 
     async def _form_batch(self, loop: asyncio.AbstractEventLoop) -> list[_Entry] | None:
         while True:
@@ -231,6 +238,8 @@ class DynamicBatcher:
         rows = head.rows
         cap = self.settings.max_batch_size
         flush_at = head.enqueued_at + self.settings.max_queue_delay_us / 1e6
+        if head.deadline is not None:  # a short batch never waits past a member's deadline
+            flush_at = min(flush_at, head.deadline)
         while rows < cap:
             nxt = self._peek_head()
             if nxt is not None:
@@ -247,6 +256,8 @@ class DynamicBatcher:
                 self._queued -= 1
                 batch.append(entry)
                 rows += entry.rows
+                if entry.deadline is not None:
+                    flush_at = min(flush_at, entry.deadline)
                 continue
             remaining = flush_at - loop.time()
             if remaining <= 0 or self._closing:
@@ -261,28 +272,65 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         start_ns = time.perf_counter_ns()
         for entry in batch:
-            self.stats.waited(start_ns - entry.enqueued_ns)
+            if entry.first_part:  # statistics count requests, not the chunks of one
+                self.stats.waited(start_ns - entry.enqueued_ns)
         try:
             outputs, timing = await loop.run_in_executor(
                 self._executor, self._run_batch, instance, [e.inputs for e in batch]
             )
+        except Exception as exc:
+            if len(batch) == 1:
+                self._finish(batch[0], error=exc)
+            else:
+                # One request's values can break the whole execution (an index out of
+                # range, say): run each request alone so that only the culprit fails.
+                try:
+                    for entry in batch:
+                        await self._run_alone(loop, instance, entry)
+                except BaseException as again:
+                    for entry in batch:
+                        self._finish(entry, error=again)  # those not answered yet
+                    raise
         except BaseException as exc:
             for entry in batch:
-                entry.state = _State.DONE
-                if not entry.future.done():
-                    entry.future.set_exception(exc)
+                self._finish(entry, error=exc)
         else:
-            self.stats.execution(timing, len(batch))
+            self.stats.execution(timing, len(batch), sum(e.first_part for e in batch))
             for entry, result in zip(batch, outputs, strict=True):
-                entry.state = _State.DONE
-                if not entry.future.done():
-                    entry.future.set_result(result)
+                self._finish(entry, result)
         finally:
             self._inflight -= 1
             self._free.put_nowait(instance)
             self._check_idle()
 
-    def _run_batch(self, instance: int, parts: list[Arrays]) -> tuple[list[Arrays], ExecutionTiming]:
+    async def _run_alone(
+        self, loop: asyncio.AbstractEventLoop, instance: int, entry: _Entry
+    ) -> None:
+        try:
+            outputs, timing = await loop.run_in_executor(
+                self._executor, self._run_batch, instance, [entry.inputs]
+            )
+        except Exception as exc:
+            self._finish(entry, error=exc)
+        else:
+            self.stats.execution(timing, 1, int(entry.first_part))
+            self._finish(entry, outputs[0])
+
+    @staticmethod
+    def _finish(
+        entry: _Entry, result: Arrays | None = None, error: BaseException | None = None
+    ) -> None:
+        entry.state = _State.DONE
+        if entry.future.done():
+            return
+        if error is not None:
+            entry.future.set_exception(error)
+        else:
+            entry.future.set_result(result)  # type: ignore[arg-type]
+
+    def _run_batch(
+        self, instance: int, parts: list[Arrays]
+    ) -> tuple[list[Arrays], ExecutionTiming]:
         """Pack, run and split one batch (inference thread)."""
         t0 = time.perf_counter_ns()
         if len(parts) == 1:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -67,46 +68,56 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
             return False
         raise ConfigError(f"{where} must be true or false, got {value!r}")
     if kind == "int":
-        if isinstance(value, bool):
+        # int(1.5) would silently truncate a TOML float: only whole numbers pass.
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
         try:
             return int(value)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where} must be an integer, got {value!r}") from None
     if kind == "float":
         if isinstance(value, bool):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{where} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        return number
     if not isinstance(value, str):
         raise ConfigError(f"{where} must be a string, got {value!r}")
     return value
 
 
-def _validate(config: ServerConfig) -> ServerConfig:
-    for key in ("grpc_port", "metrics_port"):
-        port = getattr(config, key)
+def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) -> ServerConfig:
+    """Range checks; ``origins`` maps a key to where its value came from (for messages)."""
+    origins = origins or {}
+
+    def key(name: str) -> str:
+        return f"{origins[name]}: '{name}'" if name in origins else f"'{name}'"
+
+    for name in ("grpc_port", "metrics_port"):
+        port = getattr(config, name)
         if not 0 <= port <= 65535:
-            raise ConfigError(f"'{key}' must be between 0 and 65535, got {port}")
+            raise ConfigError(f"{key(name)} must be between 0 and 65535, got {port}")
     if config.grace_seconds < 0:
-        raise ConfigError(f"'grace_seconds' must be >= 0, got {config.grace_seconds}")
+        raise ConfigError(f"{key('grace_seconds')} must be >= 0, got {config.grace_seconds}")
     if config.max_message_bytes < 1024 or config.max_message_bytes > 2**31 - 1:
         raise ConfigError(
-            f"'max_message_bytes' must be between 1024 and {2**31 - 1} (gRPC's limit), got "
-            f"{config.max_message_bytes}"
+            f"{key('max_message_bytes')} must be between 1024 and {2**31 - 1} (gRPC's limit), "
+            f"got {config.max_message_bytes}"
         )
     if config.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(
-            f"'log_level' must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
+            f"{key('log_level')} must be one of {', '.join(LOG_LEVELS)}, got {config.log_level!r}"
         )
     if config.host != "localhost":
         try:
             ipaddress.ip_address(config.host)
         except ValueError:
             raise ConfigError(
-                f"'host' must be an IP address or 'localhost', got {config.host!r}"
+                f"{key('host')} must be an IP address or 'localhost', got {config.host!r}"
             ) from None
     return dataclasses.replace(config, log_level=config.log_level.upper())
 
@@ -120,6 +131,7 @@ def load_config(
     env = os.environ if env is None else env
     cli = {k: v for k, v in (cli or {}).items() if v is not None}
     values: dict[str, Any] = {}
+    origins: dict[str, str] = {}  # key -> where its value came from
 
     home_raw = cli.get("home") or env.get("OSPREY_HOME") or str(DEFAULT_HOME)
     home = Path(str(home_raw)).expanduser()
@@ -140,14 +152,17 @@ def load_config(
                 f"{', '.join(_FIELDS)}"
             )
         for key, value in data.items():
-            values[key] = _coerce(key, value, f"config file {path}")
+            origins[key] = f"config file {path}"
+            values[key] = _coerce(key, value, origins[key])
     for key in _FIELDS:
         name = f"OSPREY_{key.upper()}"
         if name in env and env[name] != "":
-            values[key] = _coerce(key, env[name], f"environment {name}")
+            origins[key] = f"environment {name}"
+            values[key] = _coerce(key, env[name], origins[key])
     for key, value in cli.items():
         if key not in _FIELDS:
             raise ConfigError(f"unknown setting '{key}'")
-        values[key] = _coerce(key, value, f"flag --{key.replace('_', '-')}")
+        origins[key] = f"flag --{key.replace('_', '-')}"
+        values[key] = _coerce(key, value, origins[key])
     values.setdefault("home", home)
-    return _validate(ServerConfig(**values))
+    return _validate(ServerConfig(**values), origins)

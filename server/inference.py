@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput, OspreyError
+from .errors import InvalidInput
 from .ids import uuid7
 from .loaded_models import LoadedModels, ServedVersion
 from .status import failure_reason
@@ -28,7 +28,7 @@ class InputTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    data: np.ndarray  # type: ignore[type-arg]
+    data: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class OutputTensor:
     name: str
     datatype: str
     shape: tuple[int, ...]
-    data: np.ndarray  # type: ignore[type-arg]
+    data: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -114,7 +114,7 @@ class InferenceCore:
     @staticmethod
     def _validate_inputs(
         served: ServedVersion, request: InferenceRequest
-    ) -> tuple[dict[str, np.ndarray], int]:  # type: ignore[type-arg]
+    ) -> tuple[dict[str, np.ndarray], int]:
         model = served.model
         settings = served.settings
         where = f"model '{served.name}' version {served.version}"
@@ -137,7 +137,7 @@ class InferenceCore:
             )
         rows = 1
         batch_of: str | None = None
-        feeds: dict[str, np.ndarray] = {}  # type: ignore[type-arg]
+        feeds: dict[str, np.ndarray] = {}
         for spec in model.inputs:
             tensor = seen[spec.name]
             if tensor.datatype != spec.datatype.name:

@@ -1,17 +1,22 @@
 """Prometheus metrics at :8002/metrics, Triton-compatible names plus real histograms.
 
-Triton's counters (``nv_inference_*``) keep existing dashboards working; the
-``osprey_*`` histograms give the distributions Triton's sums cannot. Every series
-carries ``model`` and ``version`` labels.
+Triton's families (``nv_inference_*``) keep existing dashboards working. Triton
+exposes its counters without the ``_total`` suffix that prometheus-client's
+``Counter`` always adds, so they are kept here as plain numbers and exposed by a
+collector under their exact names (as ``untyped``; the pending count as a gauge).
+The ``osprey_*`` histograms give the distributions Triton's sums cannot. Every
+series carries ``model`` and ``version`` labels.
 """
 
 from __future__ import annotations
 
-import contextlib
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
+from prometheus_client.registry import Collector
 
 _LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
@@ -21,21 +26,77 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192)
 
 _LABELS = ("model", "version")
 
+# attribute of TritonCounters -> (Triton's family name, help)
+_TRITON_FAMILIES = {
+    "success": ("nv_inference_request_success", "Successful inference requests"),
+    "inference_count": (
+        "nv_inference_count", "Inferences performed (rows; a batch of N counts N)"
+    ),
+    "exec_count": ("nv_inference_exec_count", "Model executions (batches)"),
+    "request_us": ("nv_inference_request_duration_us", "Cumulative end-to-end request time"),
+    "queue_us": ("nv_inference_queue_duration_us", "Cumulative time requests waited queued"),
+    "compute_input_us": (
+        "nv_inference_compute_input_duration_us", "Cumulative input packing time"
+    ),
+    "compute_infer_us": (
+        "nv_inference_compute_infer_duration_us", "Cumulative model execution time"
+    ),
+    "compute_output_us": (
+        "nv_inference_compute_output_duration_us", "Cumulative output splitting time"
+    ),
+}
+
+
+@dataclass
+class TritonCounters:
+    """Triton's cumulative counters of one model version (event-loop thread only)."""
+
+    success: int = 0
+    inference_count: int = 0
+    exec_count: int = 0
+    pending: int = 0
+    request_us: float = 0.0
+    queue_us: float = 0.0
+    compute_input_us: float = 0.0
+    compute_infer_us: float = 0.0
+    compute_output_us: float = 0.0
+    failures: dict[str, int] = field(default_factory=dict)  # by reason
+
+
+class _TritonCollector(Collector):
+    def __init__(self, counters: dict[tuple[str, str], TritonCounters]) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterator[Metric]:
+        items = sorted(self.counters.items())
+        for attr, (name, doc) in _TRITON_FAMILIES.items():
+            family = UnknownMetricFamily(name, doc, labels=_LABELS)
+            for labels, c in items:
+                family.add_metric(labels, getattr(c, attr))
+            yield family
+        failure = UnknownMetricFamily(
+            "nv_inference_request_failure",
+            "Failed inference requests, by reason (REJECTED, CANCELED, BACKEND, OTHER)",
+            labels=(*_LABELS, "reason"),
+        )
+        pending = GaugeMetricFamily(
+            "nv_inference_pending_request_count",
+            "Requests waiting in the batcher queue",
+            labels=_LABELS,
+        )
+        for labels, c in items:
+            for reason, count in sorted(dict(c.failures).items()):
+                failure.add_metric((*labels, reason), count)
+            pending.add_metric(labels, c.pending)
+        yield failure
+        yield pending
+
 
 @dataclass(frozen=True)
 class VersionMetrics:
     """The metric children of one model version, bound once (label lookup is costly)."""
 
-    success: Any
-    failure: Any  # still labelled by reason
-    inference_count: Any
-    exec_count: Any
-    pending: Any
-    request_us: Any
-    queue_us: Any
-    compute_input_us: Any
-    compute_infer_us: Any
-    compute_output_us: Any
+    triton: TritonCounters
     request_seconds: Any
     queue_seconds: Any
     compute_seconds: Any
@@ -48,48 +109,8 @@ class ServerMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.success = Counter(
-            "nv_inference_request_success", "Successful inference requests", _LABELS, registry=r
-        )
-        self.failure = Counter(
-            "nv_inference_request_failure",
-            "Failed inference requests, by reason (REJECTED, CANCELED, BACKEND, OTHER)",
-            (*_LABELS, "reason"),
-            registry=r,
-        )
-        self.inference_count = Counter(
-            "nv_inference_count", "Inferences performed (rows; a batch of N counts N)", _LABELS,
-            registry=r,
-        )
-        self.exec_count = Counter(
-            "nv_inference_exec_count", "Model executions (batches)", _LABELS, registry=r
-        )
-        self.pending = Gauge(
-            "nv_inference_pending_request_count",
-            "Requests waiting in the batcher queue",
-            _LABELS,
-            registry=r,
-        )
-        self.request_us = Counter(
-            "nv_inference_request_duration_us", "Cumulative end-to-end request time", _LABELS,
-            registry=r,
-        )
-        self.queue_us = Counter(
-            "nv_inference_queue_duration_us", "Cumulative time requests waited in the queue",
-            _LABELS, registry=r,
-        )
-        self.compute_input_us = Counter(
-            "nv_inference_compute_input_duration_us", "Cumulative input packing time", _LABELS,
-            registry=r,
-        )
-        self.compute_infer_us = Counter(
-            "nv_inference_compute_infer_duration_us", "Cumulative model execution time",
-            _LABELS, registry=r,
-        )
-        self.compute_output_us = Counter(
-            "nv_inference_compute_output_duration_us", "Cumulative output splitting time",
-            _LABELS, registry=r,
-        )
+        self._triton: dict[tuple[str, str], TritonCounters] = {}
+        r.register(_TritonCollector(self._triton))
         self.request_seconds = Histogram(
             "osprey_request_duration_seconds", "End-to-end request latency", _LABELS,
             buckets=_LATENCY_BUCKETS, registry=r,
@@ -108,26 +129,13 @@ class ServerMetrics:
         )
 
     def for_version(self, model: str, version: int) -> VersionMetrics:
+        """The metrics of one version; counters survive a reload of the same version."""
         labels = (model, str(version))
+        triton = self._triton.setdefault(labels, TritonCounters())
         return VersionMetrics(
-            success=self.success.labels(*labels),
-            failure=self.failure,
-            inference_count=self.inference_count.labels(*labels),
-            exec_count=self.exec_count.labels(*labels),
-            pending=self.pending.labels(*labels),
-            request_us=self.request_us.labels(*labels),
-            queue_us=self.queue_us.labels(*labels),
-            compute_input_us=self.compute_input_us.labels(*labels),
-            compute_infer_us=self.compute_infer_us.labels(*labels),
-            compute_output_us=self.compute_output_us.labels(*labels),
+            triton=triton,
             request_seconds=self.request_seconds.labels(*labels),
             queue_seconds=self.queue_seconds.labels(*labels),
             compute_seconds=self.compute_seconds.labels(*labels),
             batch_rows=self.batch_rows.labels(*labels),
         )
-
-    def forget_version(self, model: str, version: int) -> None:
-        """Drop an unloaded version's gauge so it does not report stale pending work."""
-        labels = (model, str(version))
-        with contextlib.suppress(KeyError):
-            self.pending.remove(*labels)

@@ -22,6 +22,7 @@ Example (every key optional; these are the defaults except the last two)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,8 +130,13 @@ def _decision(raw: Any, where: str) -> Decision | None:
     threshold = raw.get("threshold")
     if output is not None and not isinstance(output, str):
         raise ConfigError(f"{where}: decision.output must be a string, got {output!r}")
-    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)):
+    if threshold is not None and (
+        isinstance(threshold, bool) or not isinstance(threshold, int | float)
+    ):
         raise ConfigError(f"{where}: decision.threshold must be a number, got {threshold!r}")
+    if threshold is not None and not math.isfinite(threshold):
+        # json.loads accepts NaN and Infinity; a NaN threshold would silently decide "no".
+        raise ConfigError(f"{where}: decision.threshold must be a finite number, got {threshold!r}")
     return Decision(output=output, threshold=None if threshold is None else float(threshold))
 
 

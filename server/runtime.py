@@ -9,6 +9,7 @@ the cores that serve gRPC. On CUDA, inputs and outputs go through IO binding.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from .tensors import Datatype, from_onnx_type
 
 log = logging.getLogger("osprey.runtime")
 
+_ONNX_BFLOAT16 = 16  # onnx.TensorProto.BFLOAT16
 _PROVIDER_NAMES = {"cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
@@ -110,7 +112,9 @@ class OnnxModel:
         self.inputs = _specs(first.get_inputs(), where)
         self.outputs = _specs(first.get_outputs(), where)
         self.output_names = [o.name for o in self.outputs]
-        self.io_binding = (self.provider == "CUDAExecutionProvider") if io_binding is None else io_binding
+        self._bf16 = {s.name for s in (*self.inputs, *self.outputs) if s.datatype.name == "BF16"}
+        on_cuda = self.provider == "CUDAExecutionProvider"
+        self.io_binding = on_cuda if io_binding is None else io_binding
         self._check_batching(where)
         log.info(
             "%s: %d instance(s) on %s%s, inputs %s, outputs %s",
@@ -145,9 +149,11 @@ class OnnxModel:
                     f"set max_batch_size to 0 to serve it unbatched"
                 )
 
-    def run(self, instance: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:  # type: ignore[type-arg]
+    def run(self, instance: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """Run one execution on session ``instance``; returns every output in order."""
         session = self.sessions[instance]
+        if self._bf16:
+            return self._run_ort_values(session, feeds)
         if not self.io_binding:
             return list(session.run(self.output_names, feeds))
         binding = session.io_binding()
@@ -158,7 +164,29 @@ class OnnxModel:
         session.run_with_iobinding(binding)
         return list(binding.copy_outputs_to_cpu())
 
-    def example_feeds(self, rows: int) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    def _run_ort_values(self, session: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """bfloat16 has no NumPy type ONNX Runtime accepts: go through OrtValue."""
+        ort = import_onnxruntime()
+        values = {}
+        for name, array in feeds.items():
+            if name in self._bf16:
+                raw = np.ascontiguousarray(array).view(np.uint16)
+                values[name] = ort.OrtValue.ortvalue_from_numpy_with_onnx_type(raw, _ONNX_BFLOAT16)
+            else:
+                values[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array))
+        results = []
+        for name, value in zip(
+            self.output_names, session.run_with_ort_values(self.output_names, values), strict=True
+        ):
+            if name in self._bf16:
+                data = ctypes.string_at(value.data_ptr(), value.tensor_size_in_bytes())
+                dtype = next(o.datatype.dtype for o in self.outputs if o.name == name)
+                results.append(np.frombuffer(data, dtype=dtype).reshape(value.shape()))
+            else:
+                results.append(value.numpy())
+        return results
+
+    def example_feeds(self, rows: int) -> dict[str, np.ndarray]:
         """Zero-filled inputs with ``rows`` rows (dynamic dimensions become 1)."""
         feeds = {}
         for spec in self.inputs:

@@ -1,7 +1,7 @@
 """Per-version inference statistics, Triton's fields, fed from the batcher and core.
 
 Everything here is updated on the event-loop thread, so plain integers suffice.
-The same call also feeds the Prometheus children of the version.
+The same calls feed the version's Prometheus metrics (``server.metrics``).
 """
 
 from __future__ import annotations
@@ -64,10 +64,16 @@ class VersionStats:
 
     def queued(self, delta: int) -> None:
         self.pending += delta
-        self.metrics.pending.set(self.pending)
+        self.metrics.triton.pending = self.pending
 
-    def execution(self, timing: ExecutionTiming, requests: int) -> None:
-        """One batch ran with ``requests`` requests in it."""
+    def execution(self, timing: ExecutionTiming, requests: int, counted: int | None = None) -> None:
+        """One batch ran with ``requests`` requests (or chunks of split requests) in it.
+
+        ``counted`` of them are requests or the first chunk of a split request: the
+        compute counts move by requests, as Triton's do, while every chunk's share of
+        the time adds to the durations.
+        """
+        counted = requests if counted is None else counted
         self.execution_count += 1
         self.inference_count += timing.rows
         self.last_inference_ms = time.time_ns() // 1_000_000
@@ -76,31 +82,33 @@ class VersionStats:
         b.compute_infer.add(timing.infer_ns)
         b.compute_output.add(timing.output_ns)
         # Triton attributes an execution's compute time to every request in it.
-        self.compute_input.add(timing.input_ns * requests, requests)
-        self.compute_infer.add(timing.infer_ns * requests, requests)
-        self.compute_output.add(timing.output_ns * requests, requests)
+        self.compute_input.add(timing.input_ns * requests, counted)
+        self.compute_infer.add(timing.infer_ns * requests, counted)
+        self.compute_output.add(timing.output_ns * requests, counted)
         m = self.metrics
-        m.exec_count.inc()
-        m.inference_count.inc(timing.rows)
-        m.compute_input_us.inc(timing.input_ns * requests / 1000)
-        m.compute_infer_us.inc(timing.infer_ns * requests / 1000)
-        m.compute_output_us.inc(timing.output_ns * requests / 1000)
+        t = m.triton
+        t.exec_count += 1
+        t.inference_count += timing.rows
+        t.compute_input_us += timing.input_ns * requests / 1000
+        t.compute_infer_us += timing.infer_ns * requests / 1000
+        t.compute_output_us += timing.output_ns * requests / 1000
         m.compute_seconds.observe((timing.input_ns + timing.infer_ns + timing.output_ns) / 1e9)
         m.batch_rows.observe(timing.rows)
 
     def waited(self, queue_ns: int) -> None:
         """A request left the queue for execution after ``queue_ns``."""
         self.queue.add(queue_ns)
-        self.metrics.queue_us.inc(queue_ns / 1000)
+        self.metrics.triton.queue_us += queue_ns / 1000
         self.metrics.queue_seconds.observe(queue_ns / 1e9)
 
     def succeeded(self, request_ns: int) -> None:
         self.success.add(request_ns)
         m = self.metrics
-        m.success.inc()
-        m.request_us.inc(request_ns / 1000)
+        m.triton.success += 1
+        m.triton.request_us += request_ns / 1000
         m.request_seconds.observe(request_ns / 1e9)
 
     def failed(self, request_ns: int, reason: str) -> None:
         self.fail.add(request_ns)
-        self.metrics.failure.labels(self.model, str(self.version), reason).inc()
+        failures = self.metrics.triton.failures
+        failures[reason] = failures.get(reason, 0) + 1

@@ -2,17 +2,23 @@
 
 One table maps each KServe datatype to its NumPy dtype, its ONNX type string and
 the typed ``InferTensorContents`` field that may carry it. BYTES elements travel as
-a 4-byte little-endian length followed by the bytes; in NumPy they are object arrays
-of ``bytes``. FP16 and BF16 travel only as raw bytes.
+a 4-byte little-endian length followed by the bytes. Decoded, they are object arrays
+of ``str``: ONNX string tensors hold UTF-8 text, and ONNX Runtime's Python binding
+turns any element that is not a ``str`` into ``str(element)`` (``b"ab"`` would reach
+the model as the text ``"b'ab'"``). So elements are decoded as UTF-8 here, per
+request, and an element that is not UTF-8 is refused naming the tensor and element.
+Outputs (``str`` from ONNX Runtime) are encoded back as UTF-8. FP16 and BF16 travel
+only as raw bytes.
 """
 
 from __future__ import annotations
 
-import struct
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+
+from native import bytes_codec
 
 from .errors import InvalidInput
 
@@ -22,7 +28,7 @@ class Datatype:
     """One KServe datatype."""
 
     name: str
-    dtype: np.dtype  # type: ignore[type-arg]
+    dtype: np.dtype
     onnx_type: str
     contents_field: str | None  # InferTensorContents field, None when raw only
 
@@ -32,7 +38,7 @@ class Datatype:
         return None if self.name == "BYTES" else int(self.dtype.itemsize)
 
 
-def _bf16_dtype() -> np.dtype:  # type: ignore[type-arg]
+def _bf16_dtype() -> np.dtype:
     try:
         import ml_dtypes  # optional: shipped with tritonclient and onnx
 
@@ -89,45 +95,31 @@ def element_count(shape: tuple[int, ...] | list[int]) -> int:
     return count
 
 
-def decode_bytes_elements(buf: bytes, expected: int, tensor: str) -> npt.NDArray[np.object_]:
-    """Split a BYTES buffer (u32 LE length + payload, repeated) into ``expected`` items."""
-    out = np.empty(expected, dtype=object)
-    view = memoryview(buf)
-    pos, end = 0, len(buf)
-    for i in range(expected):
-        if pos + 4 > end:
-            raise InvalidInput(
-                f"input '{tensor}': BYTES element {i} has a truncated length prefix "
-                f"(needs 4 bytes at offset {pos}, buffer is {end} bytes)"
-            )
-        (length,) = struct.unpack_from("<I", view, pos)
-        pos += 4
-        if pos + length > end:
-            raise InvalidInput(
-                f"input '{tensor}': BYTES element {i} declares {length} bytes at offset "
-                f"{pos} but only {end - pos} remain"
-            )
-        out[i] = bytes(view[pos : pos + length])
-        pos += length
-    if pos != end:
+def _utf8(data: bytes, tensor: str, index: int) -> str:
+    try:
+        return str(data, "utf-8")
+    except UnicodeDecodeError as exc:
         raise InvalidInput(
-            f"input '{tensor}': raw BYTES buffer holds more than the {expected} elements "
-            f"its shape declares ({end - pos} bytes left over)"
-        )
-    return out
+            f"input '{tensor}': BYTES element {index} is not valid UTF-8 ({exc.reason} at "
+            f"byte {exc.start}); ONNX string tensors hold UTF-8 text"
+        ) from None
+
+
+def decode_bytes_elements(buf: bytes, expected: int, tensor: str) -> npt.NDArray[np.object_]:
+    """Split a BYTES buffer (u32 LE length + payload, repeated) into ``expected`` UTF-8
+    strings (native kernel, or its twin)."""
+    try:
+        return bytes_codec.decode(buf, expected, text=True)
+    except ValueError as exc:
+        raise InvalidInput(f"input '{tensor}': {exc}") from None
 
 
 def encode_bytes_elements(array: npt.NDArray[np.object_]) -> bytes:
     """Serialise an array of ``bytes``/``str`` as KServe BYTES (u32 LE length + payload)."""
-    parts: list[bytes] = []
-    for item in array.reshape(-1):
-        data = item.encode() if isinstance(item, str) else bytes(item)
-        parts.append(struct.pack("<I", len(data)))
-        parts.append(data)
-    return b"".join(parts)
+    return bytes_codec.encode(array)
 
 
-def from_raw(buf: bytes, dt: Datatype, shape: tuple[int, ...], tensor: str) -> np.ndarray:  # type: ignore[type-arg]
+def from_raw(buf: bytes, dt: Datatype, shape: tuple[int, ...], tensor: str) -> np.ndarray:
     """Decode one raw input buffer into an array of ``shape``, checking its size."""
     count = element_count(shape)
     if dt.name == "BYTES":
@@ -142,7 +134,7 @@ def from_raw(buf: bytes, dt: Datatype, shape: tuple[int, ...], tensor: str) -> n
     return np.frombuffer(buf, dtype=dt.dtype).reshape(shape)
 
 
-def from_contents(values: object, dt: Datatype, shape: tuple[int, ...], tensor: str) -> np.ndarray:  # type: ignore[type-arg]
+def from_contents(values: object, dt: Datatype, shape: tuple[int, ...], tensor: str) -> np.ndarray:
     """Decode typed ``InferTensorContents`` values (already the right field) into an array."""
     seq = list(values)  # type: ignore[call-overload]
     count = element_count(shape)
@@ -153,7 +145,7 @@ def from_contents(values: object, dt: Datatype, shape: tuple[int, ...], tensor: 
         )
     if dt.name == "BYTES":
         arr = np.empty(count, dtype=object)
-        arr[:] = [bytes(v) for v in seq]
+        arr[:] = [_utf8(v, tensor, i) for i, v in enumerate(seq)]
         return arr.reshape(shape)
     try:
         return np.asarray(seq, dtype=dt.dtype).reshape(shape)
@@ -163,7 +155,7 @@ def from_contents(values: object, dt: Datatype, shape: tuple[int, ...], tensor: 
         ) from None
 
 
-def to_raw(array: np.ndarray) -> bytes:  # type: ignore[type-arg]
+def to_raw(array: np.ndarray) -> bytes:
     """Encode an output array as raw bytes (little-endian, C order)."""
     if array.dtype == object or array.dtype.kind in ("U", "S"):
         return encode_bytes_elements(np.asarray(array, dtype=object))
@@ -173,7 +165,7 @@ def to_raw(array: np.ndarray) -> bytes:  # type: ignore[type-arg]
     return arr.tobytes()
 
 
-def datatype_of_array(array: np.ndarray) -> Datatype:  # type: ignore[type-arg]
+def datatype_of_array(array: np.ndarray) -> Datatype:
     """The KServe datatype of an output array produced by ONNX Runtime."""
     if array.dtype == object or array.dtype.kind in ("U", "S"):
         return DATATYPES["BYTES"]

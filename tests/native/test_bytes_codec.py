@@ -82,3 +82,15 @@ def test_empty(codec: ModuleType) -> None:
 def test_malformed(codec: ModuleType, buf: bytes, count: int, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         codec.decode(buf, count)
+
+
+def test_text_decoding(codec: ModuleType) -> None:
+    buf = codec.encode(np.array(["h\u00e9llo", "", "\x00ctl"], dtype=object))
+    assert list(codec.decode(buf, 3, text=True)) == ["h\u00e9llo", "", "\x00ctl"]
+
+
+def test_text_decoding_refuses_invalid_utf8(codec: ModuleType) -> None:
+    buf = codec.encode(np.array([b"ok", b"\xff\xfe"], dtype=object))
+    with pytest.raises(ValueError, match=r"BYTES element 1 is not valid UTF-8 \(invalid start"):
+        codec.decode(buf, 2, text=True)
+    assert list(codec.decode(buf, 2)) == [b"ok", b"\xff\xfe"]

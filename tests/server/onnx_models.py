@@ -53,7 +53,9 @@ def add_sub_graph(width: int = 16, batch: bool = True) -> onnx.GraphProto:
     """OUTPUT0 = INPUT0 + INPUT1, OUTPUT1 = INPUT0 - INPUT1 (Triton's 'simple')."""
     dims: list[Any] = ["batch", width] if batch else [width]
     ins = [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("INPUT0", "INPUT1")]
-    outs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("OUTPUT0", "OUTPUT1")]
+    outs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, dims) for n in ("OUTPUT0", "OUTPUT1")
+    ]
     nodes = [
         helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
         helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
@@ -106,9 +108,9 @@ def slow_graph(matmuls: int = 12, size: int = 384) -> onnx.GraphProto:
 def mlp_graph(features: int = 32, hidden: int = 64, seed: int = 0) -> onnx.GraphProto:
     """A two-layer MLP: [batch, features] FP32 -> probability [batch, 1]."""
     rng = np.random.default_rng(seed)
-    w1 = rng.standard_normal((features, hidden)).astype(np.float32) / np.sqrt(features)
+    w1 = (rng.standard_normal((features, hidden)) / np.sqrt(features)).astype(np.float32)
     b1 = rng.standard_normal(hidden).astype(np.float32) * 0.1
-    w2 = rng.standard_normal((hidden, 1)).astype(np.float32) / np.sqrt(hidden)
+    w2 = (rng.standard_normal((hidden, 1)) / np.sqrt(hidden)).astype(np.float32)
     nodes = [
         helper.make_node("Gemm", ["INPUT", "W1", "B1"], ["h"]),
         helper.make_node("Relu", ["h"], ["r"]),
@@ -125,4 +127,27 @@ def mlp_graph(features: int = 32, hidden: int = 64, seed: int = 0) -> onnx.Graph
             numpy_helper.from_array(b1, "B1"),
             numpy_helper.from_array(w2, "W2"),
         ],
+    )
+
+
+def offset_graph(offset: float) -> onnx.GraphProto:
+    """OUTPUT = INPUT + offset, FP32 [batch, 1]: tells model versions apart by their answer."""
+    return helper.make_graph(
+        [helper.make_node("Add", ["INPUT", "OFFSET"], ["OUTPUT"])],
+        "offset",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, ["batch", 1])],
+        initializer=[numpy_helper.from_array(np.array([offset], dtype=np.float32), "OFFSET")],
+    )
+
+
+def identity_bf16_graph(width: int = 4) -> onnx.GraphProto:
+    """OUTPUT = INPUT in bfloat16, shape [batch, width] (kept out of ONNX_TYPES on purpose:
+    the shared repository must not hold it)."""
+    t = TensorProto.BFLOAT16
+    return helper.make_graph(
+        [helper.make_node("Identity", ["INPUT"], ["OUTPUT"])],
+        "identity_bf16",
+        [helper.make_tensor_value_info("INPUT", t, ["batch", width])],
+        [helper.make_tensor_value_info("OUTPUT", t, ["batch", width])],
     )
