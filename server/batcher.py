@@ -39,6 +39,9 @@ log = logging.getLogger("osprey.batcher")
 
 Arrays = dict[str, np.ndarray]
 
+# epoll/select wait in whole milliseconds: shorter waits are done by yielding.
+_TIMER_RESOLUTION_S = 0.001
+
 
 class _State(Enum):
     QUEUED = 1
@@ -262,9 +265,16 @@ class DynamicBatcher:
             remaining = flush_at - loop.time()
             if remaining <= 0 or self._closing:
                 break
+            if remaining < _TIMER_RESOLUTION_S:
+                # The selector rounds timeouts up to a whole millisecond, so a timer
+                # would turn a 100 us delay into ~1 ms. Below that, yield to the loop
+                # (which polls the sockets without blocking) until the delay is spent.
+                await asyncio.sleep(0)
+                continue
             self._arrived.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+                # Stop short by the resolution; the yields above finish the wait.
+                await asyncio.wait_for(self._arrived.wait(), remaining - _TIMER_RESOLUTION_S)
         self.stats.queued(-len(batch))
         return batch
 
