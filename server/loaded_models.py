@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from .batcher import DynamicBatcher
 from .errors import ModelLoadError, ModelNotFound, ModelNotReady, OspreyError
@@ -224,13 +225,12 @@ class LoadedModels:
         return built
 
     @staticmethod
-    def _load_model(name: str, version: int, path: object, settings: ModelSettings) -> OnnxModel:
-        from pathlib import Path
-
-        model = OnnxModel(name, version, Path(str(path)), settings)
+    def _load_model(name: str, version: int, path: Path, settings: ModelSettings) -> OnnxModel:
+        """Create the sessions and warm them up (runs off the event loop)."""
+        model = OnnxModel(name, version, path, settings)
         model.warmup()
         return model
 
-    async def _retire(self, versions: object) -> None:
-        for served in list(versions):  # type: ignore[call-overload]
+    async def _retire(self, versions: Iterable[ServedVersion]) -> None:
+        for served in list(versions):
             await served.batcher.close(drain=True)
