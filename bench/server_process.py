@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -25,7 +26,12 @@ class BenchServer:
     """``python -m server serve`` with stdout/stderr in files under ``workdir``."""
 
     def __init__(
-        self, model_repository: Path, workdir: Path, prefix: list[str], log_level: str
+        self,
+        model_repository: Path,
+        workdir: Path,
+        prefix: list[str],
+        log_level: str,
+        extra_args: Sequence[str] = (),
     ) -> None:
         self.workdir = workdir
         self.stdout_path = workdir / "server.stdout"
@@ -38,6 +44,7 @@ class BenchServer:
             "--grpc-port", "0",
             "--metrics-port", "0",
             "--log-level", log_level,
+            *extra_args,
         ]
         self.url = ""
         self.exit_code: int | None = None

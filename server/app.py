@@ -22,15 +22,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import start_http_server
 
+from .auth import AuthInterceptor, Authorizer
 from .config import ServerConfig
-from .errors import ConfigError
+from .errors import AddressInUse
 from .inference import InferenceCore
 from .loaded_models import LoadedModels
 from .metrics import ServerMetrics
 from .model_source import ModelSource, RepositoryFolder
+from .peers import WorkerGroup, worker_socket
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
 from .servicer import InferenceServicer
+from .tls import ReloadingServerCredentials, is_loopback
 
 log = logging.getLogger("osprey.server")
 
@@ -48,10 +51,6 @@ def osprey_version() -> str:
         return metadata.version("osprey")
     except metadata.PackageNotFoundError:  # running from a source tree
         return "0+unknown"
-
-
-class AddressInUse(ConfigError):
-    """The port is already served by another process."""
 
 
 class HealthService(health_aio.HealthServicer):
@@ -104,8 +103,15 @@ class HealthService(health_aio.HealthServicer):
 class OspreyServer:
     """One Osprey server process."""
 
-    def __init__(self, config: ServerConfig, source: ModelSource | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        source: ModelSource | None = None,
+        group: WorkerGroup | None = None,
+    ) -> None:
         self.config = config
+        self.group = group or WorkerGroup.single()
+        self._peer_server: grpc.aio.Server | None = None
         self.source = source or RepositoryFolder(config.models_path)
         self.metrics = ServerMetrics()
         self.health = HealthService()
@@ -117,6 +123,9 @@ class OspreyServer:
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._background: set[asyncio.Task[None]] = set()
+        # Read (and checked) before anything binds: a bad token or certificate stops here.
+        self.authorizer = Authorizer.from_config(config)
+        self.tls = ReloadingServerCredentials.from_config(config)
 
     def _model_readiness(self, name: str, ready: bool) -> None:
         serving = health_pb2.HealthCheckResponse
@@ -132,12 +141,18 @@ class OspreyServer:
         options = [
             # grpcio turns SO_REUSEPORT on by default, which would let a second server
             # silently share a port that is already served: refuse instead.
-            ("grpc.so_reuseport", 0),
+            # Worker processes of one `--workers N` server share the port on purpose;
+            # the supervisor checked that nobody else serves it.
+            ("grpc.so_reuseport", 1 if self.group.count > 1 else 0),
             ("grpc.max_receive_message_length", cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
         ]
-        server = grpc.aio.server(options=options)
-        servicer = InferenceServicer(self.core, self.models, osprey_version(), lambda: self.ready)
+        server = grpc.aio.server(
+            options=options, interceptors=[AuthInterceptor(self.authorizer)]
+        )
+        servicer = InferenceServicer(
+            self.core, self.models, osprey_version(), lambda: self.ready, self.group
+        )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -152,7 +167,10 @@ class OspreyServer:
             )
         address = f"{cfg.host}:{cfg.grpc_port}"
         try:
-            self.grpc_port = server.add_insecure_port(address)
+            if self.tls is not None:
+                self.grpc_port = server.add_secure_port(address, self.tls.credentials)
+            else:
+                self.grpc_port = server.add_insecure_port(address)
         except RuntimeError:
             self.grpc_port = 0
         if not self.grpc_port:
@@ -163,7 +181,10 @@ class OspreyServer:
         if cfg.metrics:
             try:
                 self._metrics_http, _ = start_http_server(
-                    cfg.metrics_port, addr=cfg.host, registry=self.metrics.registry
+                    cfg.metrics_port,
+                    # a worker's metrics are for its supervisor only
+                    addr="127.0.0.1" if self.group.count > 1 else cfg.host,
+                    registry=self.metrics.registry,
                 )
             except OSError as exc:
                 raise AddressInUse(
@@ -172,10 +193,13 @@ class OspreyServer:
                 ) from None
             self.metrics_port = self._metrics_http.server_port
         await server.start()
+        if self.group.count > 1:
+            await self._start_peer_server(options)
         self._server = server
         log.info(
             "gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port
         )
+        self._log_security()
         for name in self.source.model_names():
             await self.models.load(name)
         self.ready = True
@@ -188,6 +212,24 @@ class OspreyServer:
             flush=True,
         )
 
+    async def _start_peer_server(self, options: list[tuple[str, Any]]) -> None:
+        """Serve this worker's own answers to its peers on a Unix socket (no fan-out)."""
+        assert self.group.run_dir is not None
+        path = worker_socket(self.group.run_dir, self.group.index)
+        path.unlink(missing_ok=True)
+        server = grpc.aio.server(options=[o for o in options if o[0] != "grpc.so_reuseport"])
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(
+            InferenceServicer(
+                self.core, self.models, osprey_version(), lambda: self.ready, self.group,
+                fan_out=False,
+            ),
+            server,
+        )
+        if not server.add_insecure_port(f"unix:{path}"):
+            raise AddressInUse(f"cannot serve peers on {path}")
+        await server.start()
+        self._peer_server = server
+
     async def stop(self) -> None:
         """Graceful shutdown in the order of DESIGN.md."""
         self.ready = False
@@ -195,18 +237,41 @@ class OspreyServer:
         if self._server is not None:
             log.info("draining: up to %.1fs for in-flight calls", self.config.grace_seconds)
             await self._server.stop(self.config.grace_seconds)
+        if self._peer_server is not None:
+            await self._peer_server.stop(self.config.grace_seconds)
+        await self.group.close()
         await self.models.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()
         log.info("stopped")
 
+    def _log_security(self) -> None:
+        if self.tls is not None:
+            log.info("transport: %s", self.tls.describe())
+        elif is_loopback(self.config.host):
+            log.info("transport: plaintext on loopback")
+        else:
+            log.warning(
+                "transport: PLAINTEXT on %s (--insecure): anyone on the network can read and "
+                "forge calls; use --tls-cert/--tls-key", self.config.host,
+            )
+        log.info("%s", self.authorizer.describe())
+
+    def reload_credentials(self) -> None:
+        """SIGHUP: re-read certificate and token files; what fails to load is kept as it was."""
+        log.info("SIGHUP: reloading certificates and tokens")
+        if self.tls is not None:
+            self.tls.reload()
+        self.authorizer.reload()
+
     async def run(self) -> None:
-        """Start, serve until SIGTERM/SIGINT, then stop gracefully."""
+        """Start, serve until SIGTERM/SIGINT, then stop gracefully; SIGHUP reloads credentials."""
         loop = asyncio.get_running_loop()
         stopping = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_credentials)
         try:
             await self.start()
             await stopping.wait()
@@ -215,11 +280,12 @@ class OspreyServer:
             await self.stop()
 
 
-def configure_logging(level: str) -> None:
+def configure_logging(level: str, prefix: str = "") -> None:
+    """Log to stderr; worker processes prefix their lines with who they are."""
     logging.basicConfig(
         level=level,
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {prefix}%(levelname)s %(name)s: %(message)s",
     )
 
 

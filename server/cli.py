@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .auth import with_demo_admin_token
 from .config import ServerConfig, load_config
 from .errors import OspreyError
 
@@ -27,8 +28,21 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="do not serve /metrics")
     add("--grace-seconds", help="time in-flight calls get to finish on SIGTERM (default 30)")
     add("--reflection", action="store_const", const=True, help="enable gRPC reflection")
+    add("--workers", help="worker processes sharing the gRPC port (default 1)")
     add("--max-message-bytes", help="largest gRPC message accepted or sent")
     add("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    add("--tls-cert", help="PEM certificate chain: serve gRPC over TLS (with --tls-key)")
+    add("--tls-key", help="PEM private key of --tls-cert")
+    add("--tls-client-ca",
+        help="PEM CA bundle: require client certificates signed by it (mutual TLS)")
+    add("--insecure", action="store_const", const=True,
+        help="allow plaintext gRPC on a non-loopback --host")
+    add("--admin-token-file",
+        help="file (mode 0600) holding the bearer token that control RPCs require")
+    add("--admin-subjects",
+        help="comma-separated client-certificate CNs allowed to call control RPCs (mutual TLS)")
+    add("--client-token-file",
+        help="file (mode 0600) holding a bearer token that inference RPCs then require")
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -40,7 +54,26 @@ def _config(args: argparse.Namespace) -> ServerConfig:
 def _serve(args: argparse.Namespace) -> int:
     from .app import serve
 
-    return serve(_config(args))
+    config = _config(args)
+    if config.workers > 1:
+        return _supervise(config)
+    return serve(config)
+
+
+def _supervise(config: ServerConfig) -> int:
+    import asyncio
+
+    from .app import configure_logging
+    from .supervisor import Supervisor
+
+    configure_logging(config.log_level, prefix="supervisor ")
+    return asyncio.run(Supervisor(config).run())
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from .supervisor import worker_main
+
+    return worker_main(args.spec, args.index, args.count, args.run_dir)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -64,6 +97,9 @@ def _demo(args: argparse.Namespace) -> int:
         version_dir,
         evaluation["auprc"],
     )
+    config = with_demo_admin_token(config)
+    if config.workers > 1:
+        return _supervise(config)
     return serve(config)
 
 
@@ -82,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_server_flags(demo)
     demo.set_defaults(run=_demo)
+    # One process of `serve --workers N`, started by the supervisor (not for humans).
+    worker = sub.add_parser("worker")
+    worker.add_argument("--spec", type=Path, required=True)
+    worker.add_argument("--index", type=int, required=True)
+    worker.add_argument("--count", type=int, required=True)
+    worker.add_argument("--run-dir", type=Path, required=True)
+    worker.set_defaults(run=_worker)
     return parser
 
 

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .auth import validate_auth_settings
 from .errors import ConfigError
+from .tls import validate_tls_settings
 
 DEFAULT_HOME = Path("~/.osprey")
 CONFIG_FILE_NAME = "osprey.toml"
@@ -38,9 +40,18 @@ class ServerConfig:
     metrics: bool = True
     grace_seconds: float = 30.0
     reflection: bool = False
+    workers: int = 1  # processes sharing the gRPC port (SO_REUSEPORT)
     # 1M rows x 30 FP32 columns is 120 MB; leave room for BYTES columns.
     max_message_bytes: int = 512 * 1024 * 1024
     log_level: str = "INFO"
+    # Security (server/tls.py, server/auth.py; README "Security").
+    tls_cert: Path | None = None  # PEM certificate chain; TLS is on when set
+    tls_key: Path | None = None  # its PEM private key
+    tls_client_ca: Path | None = None  # PEM CA bundle: clients must present a cert it signed
+    insecure: bool = False  # allow plaintext gRPC on a non-loopback address
+    admin_token_file: Path | None = None  # bearer token for control RPCs (mode 0600)
+    admin_subjects: str = ""  # comma-separated client-certificate CNs allowed control RPCs
+    client_token_file: Path | None = None  # bearer token inference RPCs then require
 
     @property
     def models_path(self) -> Path:
@@ -101,6 +112,8 @@ def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) ->
         port = getattr(config, name)
         if not 0 <= port <= 65535:
             raise ConfigError(f"{key(name)} must be between 0 and 65535, got {port}")
+    if not 1 <= config.workers <= 256:
+        raise ConfigError(f"{key('workers')} must be between 1 and 256, got {config.workers}")
     if config.grace_seconds < 0:
         raise ConfigError(f"{key('grace_seconds')} must be >= 0, got {config.grace_seconds}")
     if config.max_message_bytes < 1024 or config.max_message_bytes > 2**31 - 1:
@@ -119,6 +132,8 @@ def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) ->
             raise ConfigError(
                 f"{key('host')} must be an IP address or 'localhost', got {config.host!r}"
             ) from None
+    validate_tls_settings(config, key)
+    validate_auth_settings(config, key)
     return dataclasses.replace(config, log_level=config.log_level.upper())
 
 

@@ -78,7 +78,23 @@ class Unsupported(OspreyError):
     reason = "OTHER"
 
 
+class Unauthenticated(OspreyError):
+    """The call carries no credentials this RPC accepts (or malformed ones)."""
+
+    reason = "REJECTED"
+
+
+class PermissionDenied(OspreyError):
+    """The caller's credentials are wrong, or do not allow this RPC."""
+
+    reason = "REJECTED"
+
+
 class ConfigError(OspreyError):
     """Invalid server or model configuration; raised at start-up or load time."""
 
     reason = "OTHER"
+
+
+class AddressInUse(ConfigError):
+    """The port is already served by another process."""

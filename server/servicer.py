@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from . import converters
 from .errors import ModelNotFound, Unsupported
 from .inference import InferenceCore
 from .loaded_models import LoadedModels
+from .peers import WorkerGroup, merge_statistics
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
 from .status import status_for
@@ -74,11 +76,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         models: LoadedModels,
         version: str,
         is_ready: Callable[[], bool],
+        group: WorkerGroup | None = None,
+        fan_out: bool = True,
     ) -> None:
+        """``group`` holds this worker's peers; with ``fan_out`` (the public port)
+        server-wide answers cover every worker, without it (the peer socket) they
+        cover this worker only."""
         self.core = core
         self.models = models
         self.version = version
         self.is_ready = is_ready
+        self.group = group or WorkerGroup.single()
+        self.fan_out = fan_out and bool(self.group.peers)
+        self._worker_md = (("osprey-worker", f"{self.group.index}/{os.getpid()}"),)
+
+    def _tag_worker(self, context: Any) -> None:
+        """Say which worker answered (trailing metadata), when there are several."""
+        if self.group.count > 1:
+            context.set_trailing_metadata(self._worker_md)
 
     def _versions(self, name: str, version: str) -> list[Any]:
         """One version, or every served version of ``name`` (NOT_FOUND if none)."""
@@ -95,14 +110,21 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @translate_errors
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.is_ready())
+        ready = self.is_ready()
+        if ready and self.fan_out:
+            ready = await self.group.all_ready()
+        return pb.ServerReadyResponse(ready=ready)
 
     @translate_errors
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
-        return pb.ModelReadyResponse(ready=self.models.is_ready(request.name, request.version))
+        ready = self.models.is_ready(request.name, request.version)
+        if ready and self.fan_out:
+            ready = await self.group.model_ready(request.name, request.version)
+        return pb.ModelReadyResponse(ready=ready)
 
     @translate_errors
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        self._tag_worker(context)
         return pb.ServerMetadataResponse(
             name=SERVER_NAME, version=self.version, extensions=list(EXTENSIONS)
         )
@@ -126,9 +148,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         else:
             versions = self.models.served()
         versions.sort(key=lambda v: (v.name, v.version))
-        return pb.ModelStatisticsResponse(
+        local = pb.ModelStatisticsResponse(
             model_stats=[converters.encode_statistics(v.stats) for v in versions]
         )
+        if not self.fan_out:
+            return local
+        return merge_statistics([local, *await self.group.statistics(request)])
 
     # -- inference ------------------------------------------------------------------
 
@@ -136,6 +161,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         decoded = converters.decode_infer_request(request, deadline_of(context))
         result = await self.core.infer(decoded)
+        self._tag_worker(context)
         return converters.encode_infer_response(result)
 
     async def ModelStreamInfer(
@@ -214,6 +240,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 "supported; edit the model repository and load again"
             )
         await self.models.load(request.model_name)
+        if self.fan_out:
+            await self.group.load(request.model_name)
         return pb.RepositoryModelLoadResponse()
 
     @translate_errors
@@ -221,6 +249,8 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self, request: Any, context: Any
     ) -> pb.RepositoryModelUnloadResponse:
         await self.models.unload(request.model_name)
+        if self.fan_out:
+            await self.group.unload(request.model_name)
         return pb.RepositoryModelUnloadResponse()
 
     # -- not implemented ------------------------------------------------------------

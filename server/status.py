@@ -22,6 +22,8 @@ _CODES: dict[type[errors.OspreyError], grpc.StatusCode] = {
     errors.RequestCancelled: grpc.StatusCode.CANCELLED,
     errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
     errors.Unsupported: grpc.StatusCode.UNIMPLEMENTED,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
 }
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import secrets
 import signal
 import subprocess
 import sys
@@ -16,7 +17,12 @@ READY = re.compile(r"osprey ready: grpc=(?P<host>[^:\s]+):(?P<grpc>\d+) metrics=
 
 
 class ServerProcess:
-    """A running ``python -m server serve``; stdout/stderr are collected."""
+    """A running ``python -m server serve``; stdout/stderr are collected.
+
+    Unless ``admin_token=False`` or ``args`` name their own ``--admin-token-file``,
+    the server gets an admin token (a mode-0600 file in ``home``) so tests can call
+    control RPCs with ``headers=proc.admin_headers``.
+    """
 
     def __init__(
         self,
@@ -26,7 +32,16 @@ class ServerProcess:
         env: dict[str, str] | None = None,
         wait_ready: bool = True,
         timeout: float = 90.0,
+        admin_token: bool = True,
     ) -> None:
+        self.admin_token: str | None = None
+        if admin_token and "--admin-token-file" not in args:
+            self.admin_token = secrets.token_urlsafe(32)
+            home.mkdir(parents=True, exist_ok=True)
+            token_file = home / "test-admin.token"
+            token_file.write_text(self.admin_token + "\n")
+            token_file.chmod(0o600)
+            args = (*args, "--admin-token-file", str(token_file))
         cmd = [
             sys.executable, "-m", "server", "serve",
             "--home", str(home),
@@ -81,6 +96,17 @@ class ServerProcess:
     @property
     def url(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC metadata that makes a call an admin's (tritonclient ``headers=``)."""
+        assert self.admin_token is not None, "this server was started without an admin token"
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    @property
+    def admin_metadata(self) -> tuple[tuple[str, str], ...]:
+        """The same as ``metadata=`` for a plain gRPC stub."""
+        return tuple(self.admin_headers.items())
 
     @property
     def stderr(self) -> str:

@@ -59,7 +59,7 @@ def test_toml_file(tmp_path: Path) -> None:
         tmp_path,
         "grpc_port = 9001\nmetrics = false\ngrace_seconds = 2.5\nreflection = true\n"
         'log_level = "debug"\nhost = "0.0.0.0"\nmodel_repository = "/srv/models"\n'
-        "max_message_bytes = 4096\n",
+        "max_message_bytes = 4096\ninsecure = true\n",
         "custom.toml",
     )
     config = load_config(env={}, config_file=path)
@@ -69,6 +69,7 @@ def test_toml_file(tmp_path: Path) -> None:
     assert config.reflection is True
     assert config.log_level == "DEBUG"
     assert config.host == "0.0.0.0"
+    assert config.insecure is True  # plaintext on a non-loopback address needs it
     assert config.models_path == Path("/srv/models")
     assert config.max_message_bytes == 4096
 

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 from sklearn.metrics import average_precision_score
+from tritonclient.utils import InferenceServerException
 
 from trainer.datasets import load_creditcard
 
@@ -69,8 +70,18 @@ def test_demo_trains_serves_and_reuses(tmp_path: Path) -> None:
         # 1024-row batches may differ from the evaluation run by an ulp per score.
         assert served_auprc == pytest.approx(evaluation["auprc"], abs=1e-4)
         np.testing.assert_array_equal(decisions[:, 0], scores[:, 0] >= evaluation["threshold"])
+        # control RPCs need the admin token the demo generated (and named, never printed)
+        token_file = tmp_path / "admin.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert any(str(token_file) in line for line in lines), "".join(lines)
+        with pytest.raises(InferenceServerException) as err:
+            client.unload_model("fraud")
+        assert err.value.status() == "StatusCode.UNAUTHENTICATED"
+        client.load_model("fraud", headers={"authorization": "Bearer " + token})
     finally:
         assert _stop(proc) == 0
+    assert not any(token in line for line in lines)
 
     proc, _, lines = _start_demo(tmp_path)
     assert _stop(proc) == 0

@@ -374,11 +374,11 @@ def test_unload_then_load_back(own: Own) -> None:
     health = f"{INFERENCE_SERVICE}/toggle"
     assert health_status(own.proc.url, health) == health_pb2.HealthCheckResponse.SERVING
 
-    c.unload_model("toggle")
+    c.unload_model("toggle", headers=own.proc.admin_headers)
     try:
         _check_unloaded(own, inputs, health)
     finally:
-        c.load_model("toggle")
+        c.load_model("toggle", headers=own.proc.admin_headers)
     assert c.is_model_ready("toggle") is True
     np.testing.assert_array_equal(c.infer("toggle", inputs).as_numpy("OUTPUT0"), expected)
     assert wait_for(
@@ -402,17 +402,24 @@ def _check_unloaded(own: Own, inputs: list[grpcclient.InferInput], health: str) 
 
 
 def test_load_and_unload_unknown(own: Own) -> None:
+    admin = own.proc.admin_headers
     expect_error(
-        lambda: own.client.load_model("no_such_model"), "StatusCode.NOT_FOUND", "no_such_model"
+        lambda: own.client.load_model("no_such_model", headers=admin),
+        "StatusCode.NOT_FOUND",
+        "no_such_model",
     )
     expect_error(
-        lambda: own.client.unload_model("no_such_model"), "StatusCode.NOT_FOUND", "no_such_model"
+        lambda: own.client.unload_model("no_such_model", headers=admin),
+        "StatusCode.NOT_FOUND",
+        "no_such_model",
     )
 
 
 def test_load_with_config_override_refused(own: Own) -> None:
     expect_error(
-        lambda: own.client.load_model("toggle", config='{"max_batch_size": 2}'),
+        lambda: own.client.load_model(
+            "toggle", config='{"max_batch_size": 2}', headers=own.proc.admin_headers
+        ),
         "StatusCode.UNIMPLEMENTED",
         "parameters",
     )
@@ -426,7 +433,7 @@ def test_corrupt_new_version_keeps_old_serving(own: Own) -> None:
     corrupt.parent.mkdir()
     corrupt.write_bytes(b"\x00garbage, not an ONNX protobuf\xff" * 10)
     with pytest.raises(InferenceServerException) as err:
-        c.load_model("guarded")
+        c.load_model("guarded", headers=own.proc.admin_headers)
     assert err.value.status() not in (None, "StatusCode.OK", "StatusCode.INTERNAL")
     assert "guarded" in err.value.message() and "version 2" in err.value.message()
     # version 1 is still the one answering
@@ -447,7 +454,7 @@ def test_failed_load_of_new_model(own: Own) -> None:
     bad.parent.mkdir(parents=True)
     bad.write_bytes(b"not onnx")
     with pytest.raises(InferenceServerException) as err:
-        c.load_model("broken")
+        c.load_model("broken", headers=own.proc.admin_headers)
     assert "broken" in err.value.message()
     assert c.is_model_ready("broken") is False
     rows = [m for m in c.get_model_repository_index().models if m.name == "broken"]
@@ -460,7 +467,7 @@ def test_load_serves_a_new_version(own: Own) -> None:
     c = own.client
     assert c.infer("growing", offset_input(0.0)).as_numpy("OUTPUT")[0, 0] == 1.0
     write_model(own.repo, "growing", offset_graph(2.0), None, version=2)
-    c.load_model("growing")
+    c.load_model("growing", headers=own.proc.admin_headers)
     result = c.infer("growing", offset_input(0.0))
     assert result.get_response().model_version == "2"
     assert result.as_numpy("OUTPUT")[0, 0] == 2.0

@@ -400,7 +400,7 @@ def test_bf16_raw_roundtrip(bf16_server: tuple[ServerProcess, Path]) -> None:
     proc, repo = bf16_server
     write_model(repo, "identity_bf16", identity_bf16_graph(), {"max_batch_size": 8})
     client = grpcclient.InferenceServerClient(proc.url)
-    client.load_model("identity_bf16")
+    client.load_model("identity_bf16", headers=proc.admin_headers)
     values = np.array([0.0, -1.5, 2.0, 3.25, 1e10, -1e-3, 65504.0, 7.0], dtype=np.float32)
     tensor = grpcclient.InferInput("INPUT", [2, 4], "BF16")
     bf16 = values.reshape(2, 4).astype(ml_dtypes.bfloat16)
