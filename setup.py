@@ -28,6 +28,7 @@ EXTENSIONS: list[tuple[str, list[str]]] = [
     ("native._bytes_codec", ["native/_bytes_codec.pyx"]),
     ("native._pack", ["native/_pack.pyx"]),
     ("native._sketch", ["native/_sketch.pyx"]),
+    ("native._transform", ["native/_transform.pyx"]),
 ]
 
 

@@ -16,6 +16,11 @@
 - Packing (one contiguous array per input, by the native packer ``native.pack``),
   execution and splitting (zero-copy views by row offsets) run in the version's
   inference thread pool so the event loop keeps accepting calls.
+- A version with a feature spec (``server.features``) queues the requests' raw
+  columns (numeric [n, 1] arrays, BYTES buffers); all its requests may share a
+  batch. In the inference thread the columns are packed and run through the
+  compiled transform (which counts the drift sketch) before ONNX Runtime; the
+  sketch keeps a batch's counts only once the batch has succeeded.
 """
 
 from __future__ import annotations
@@ -35,12 +40,16 @@ import numpy as np
 from native import pack
 
 from .errors import DeadlineExceeded, ModelNotReady, Overloaded, RequestCancelled
+from .features import FeatureTransform
 from .runtime import OnnxModel
 from .stats import ExecutionTiming, VersionStats
 
 log = logging.getLogger("osprey.batcher")
 
 Arrays = dict[str, np.ndarray]
+# A request's inputs: arrays, or for a feature-spec version its raw columns (numeric
+# arrays and BYTES buffers).
+Inputs = dict[str, Any]
 
 # epoll/select wait in whole milliseconds: shorter waits are done by yielding.
 _TIMER_RESOLUTION_S = 0.001
@@ -55,7 +64,7 @@ class _State(Enum):
 
 @dataclass(eq=False)
 class _Entry:
-    inputs: Arrays
+    inputs: Inputs
     rows: int
     shape_key: tuple[Any, ...]
     level: int
@@ -67,15 +76,21 @@ class _Entry:
     first_part: bool = True  # False for the later chunks of a split request
 
 
-def _shape_key(inputs: Arrays) -> tuple[Any, ...]:
+def _shape_key(inputs: Inputs) -> tuple[Any, ...]:
     return tuple((name, a.dtype.str, a.shape[1:]) for name, a in inputs.items())
+
+
+_FEATURES_KEY = ("feature spec columns",)  # every request of a spec version is [n, 1]
 
 
 class DynamicBatcher:
     """Queues requests for one model version and runs them in batches."""
 
-    def __init__(self, model: OnnxModel, stats: VersionStats) -> None:
+    def __init__(
+        self, model: OnnxModel, stats: VersionStats, features: FeatureTransform | None = None
+    ) -> None:
         self.model = model
+        self.features = features
         self.settings = model.settings
         self.stats = stats
         self._levels: list[deque[_Entry]] = [
@@ -101,7 +116,7 @@ class DynamicBatcher:
 
     # -- submission ---------------------------------------------------------------
 
-    async def infer(self, inputs: Arrays, rows: int, level: int, deadline: float | None) -> Arrays:
+    async def infer(self, inputs: Inputs, rows: int, level: int, deadline: float | None) -> Arrays:
         """Run ``inputs`` (``rows`` rows) at priority ``level`` (0 = highest).
 
         ``deadline`` is in ``loop.time()`` seconds. Returns every output of the model.
@@ -111,12 +126,15 @@ class DynamicBatcher:
                 f"model '{self.model.name}' version {self.model.version} is unloading"
             )
         cap = self.settings.max_batch_size
+        chunks: list[tuple[Inputs, int]]
         if not self.settings.batching or rows <= cap:
-            chunks = [inputs]
+            chunks = [(inputs, rows)]
+        elif self.features is not None:
+            chunks = self.features.chunk(inputs, rows, cap)
         else:
             chunks = [
-                {name: a[start : start + cap] for name, a in inputs.items()}
-                for start in range(0, rows, cap)
+                ({name: a[s : s + cap] for name, a in inputs.items()}, min(cap, rows - s))
+                for s in range(0, rows, cap)
             ]
         # The bound counts queue entries; a split request is admitted whole or not at all.
         if self._queued >= self.settings.max_queue_size:
@@ -127,9 +145,9 @@ class DynamicBatcher:
             )
         loop = asyncio.get_running_loop()
         entries = []
-        for part, chunk in enumerate(chunks):
-            n = next(iter(chunk.values())).shape[0] if self.settings.batching else rows
-            entry = _Entry(chunk, n, _shape_key(chunk), level, deadline, loop.create_future())
+        for part, (chunk, n) in enumerate(chunks):
+            key = _FEATURES_KEY if self.features is not None else _shape_key(chunk)
+            entry = _Entry(chunk, n, key, level, deadline, loop.create_future())
             entry.first_part = part == 0
             entry.enqueued_at = loop.time()
             self._levels[level].append(entry)
@@ -289,7 +307,7 @@ class DynamicBatcher:
                 self.stats.waited(start_ns - entry.enqueued_ns)
         try:
             outputs, timing = await loop.run_in_executor(
-                self._executor, self._run_batch, instance, [e.inputs for e in batch]
+                self._executor, self._run_batch, instance, [(e.inputs, e.rows) for e in batch]
             )
         except Exception as exc:
             if len(batch) == 1:
@@ -321,7 +339,7 @@ class DynamicBatcher:
     ) -> None:
         try:
             outputs, timing = await loop.run_in_executor(
-                self._executor, self._run_batch, instance, [entry.inputs]
+                self._executor, self._run_batch, instance, [(entry.inputs, entry.rows)]
             )
         except Exception as exc:
             self._finish(entry, error=exc)
@@ -342,17 +360,22 @@ class DynamicBatcher:
             entry.future.set_result(result)  # type: ignore[arg-type]
 
     def _run_batch(
-        self, instance: int, parts: list[Arrays]
+        self, instance: int, parts: list[tuple[Inputs, int]]
     ) -> tuple[list[Arrays], ExecutionTiming]:
-        """Pack, run and split one batch (inference thread)."""
+        """Pack, (transform,) run and split one batch of (inputs, rows) (inference thread)."""
         t0 = time.perf_counter_ns()
-        if len(parts) == 1:
-            feeds = {name: np.ascontiguousarray(a) for name, a in parts[0].items()}
+        offsets: np.ndarray | None
+        if self.features is not None:
+            # Pack the raw columns, transform them into the model's matrix and count
+            # the drift sketch (into this instance's scratch, kept on success below).
+            feeds, offsets, transformed = self.features.prepare(instance, parts)
+        elif len(parts) == 1:
+            feeds = {name: np.ascontiguousarray(a) for name, a in parts[0][0].items()}
             offsets = None
         else:
             # One allocation and one memcpy per request per input (native packer); the
             # row offsets of the first input split every output back per request.
-            packed = {name: pack.pack([p[name] for p in parts]) for name in parts[0]}
+            packed = {name: pack.pack([p[name] for p, _ in parts]) for name in parts[0][0]}
             feeds = {name: batch for name, (batch, _) in packed.items()}
             offsets = next(iter(packed.values()))[1]
         t1 = time.perf_counter_ns()
@@ -375,8 +398,12 @@ class DynamicBatcher:
                 {name: per_output[k][i] for k, name in enumerate(names)}
                 for i in range(len(parts))
             ]
+        sketched = 0
+        if self.features is not None:
+            self.features.commit(instance, transformed)  # it succeeded: keep its counts
+            sketched = transformed
         t3 = time.perf_counter_ns()
-        return split, ExecutionTiming(rows, t1 - t0, t2 - t1, t3 - t2)
+        return split, ExecutionTiming(rows, t1 - t0, t2 - t1, t3 - t2, sketched)
 
     # -- lifecycle ----------------------------------------------------------------
 

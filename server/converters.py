@@ -11,7 +11,7 @@ from .loaded_models import IndexRow, ServedVersion
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import model_config_pb2 as mc
 from .stats import Duration, VersionStats
-from .tensors import datatype, from_contents, from_raw, to_raw
+from .tensors import datatype, element_count, from_contents, from_raw, to_raw
 
 PLATFORM = "onnxruntime_onnx"
 BACKEND = "onnxruntime"
@@ -56,19 +56,35 @@ def decode_infer_request(
         if any(d < 0 for d in shape):
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
         has_typed = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
-        if raw:
-            if has_typed:
+        if raw and has_typed:
+            raise InvalidInput(
+                f"input '{name}': both raw_input_contents and typed contents were sent; "
+                f"send one of them"
+            )
+        if not raw and dt.contents_field is None:
+            raise InvalidInput(
+                f"input '{name}': {dt.name} travels only in raw_input_contents, not in "
+                f"typed contents"
+            )
+        if dt.name == "BYTES":
+            # Kept as sent: decoded as text for a plain model, read as a KServe
+            # buffer by a feature spec's transform (see InputTensor).
+            if raw:
+                inputs.append(InputTensor(name, dt.name, shape, raw=raw[i]))
+                continue
+            items = list(tensor.contents.bytes_contents)
+            count = element_count(shape)
+            if len(items) != count:
                 raise InvalidInput(
-                    f"input '{name}': both raw_input_contents and typed contents were sent; "
-                    f"send one of them"
+                    f"input '{name}': bytes_contents holds {len(items)} elements but shape "
+                    f"{list(shape)} needs {count}"
                 )
+            inputs.append(InputTensor(name, dt.name, shape, items=items))
+            continue
+        if raw:
             data = from_raw(raw[i], dt, shape, name)
         else:
-            if dt.contents_field is None:
-                raise InvalidInput(
-                    f"input '{name}': {dt.name} travels only in raw_input_contents, not in "
-                    f"typed contents"
-                )
+            assert dt.contents_field is not None  # refused above
             data = from_contents(getattr(tensor.contents, dt.contents_field), dt, shape, name)
         inputs.append(InputTensor(name, dt.name, shape, data))
     for out in request.outputs:
@@ -104,7 +120,7 @@ def encode_infer_response(result: InferenceResult) -> pb.ModelInferResponse:
 
 def _tensor_metadata(versions: list[ServedVersion], inputs: bool) -> list[Any]:
     served = versions[-1]
-    specs = served.model.inputs if inputs else served.model.outputs
+    specs = served.inputs if inputs else served.model.outputs
     return [
         pb.ModelMetadataResponse.TensorMetadata(
             name=s.name, datatype=s.datatype.name, shape=list(s.shape)
@@ -147,7 +163,7 @@ def encode_model_config(served: ServedVersion) -> mc.ModelConfig:
         config.version_policy.specific.versions.extend(policy.specific)
     else:
         config.version_policy.latest.num_versions = policy.latest or 1
-    for spec in model.inputs:
+    for spec in served.inputs:  # a feature spec's raw columns, or the ONNX inputs
         config.input.add(
             name=spec.name, data_type=_config_type(spec.datatype.name), dims=spec.shape[skip:]
         )
@@ -178,6 +194,11 @@ def encode_model_config(served: ServedVersion) -> mc.ModelConfig:
         config.parameters["decision_output"].string_value = s.decision.output
     if s.decision and s.decision.threshold is not None:
         config.parameters["decision_threshold"].string_value = repr(s.decision.threshold)
+    if served.features is not None:
+        f = served.features
+        config.parameters["feature_spec"].string_value = f.spec.schema
+        config.parameters["feature_count"].string_value = str(f.plan.n_features)
+        config.parameters["model_input"].string_value = f.model_input
     return config
 
 

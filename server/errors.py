@@ -30,6 +30,18 @@ class InvalidInput(OspreyError):
     reason = "OTHER"
 
 
+class InvalidColumn(InvalidInput):
+    """A raw column of a feature-spec model version is missing, unknown or malformed.
+
+    ``column`` names it; the message says what was expected and what came. The
+    transform's own ``native.feature_errors.ColumnError`` becomes this error.
+    """
+
+    def __init__(self, column: str, message: str) -> None:
+        super().__init__(message)
+        self.column = column
+
+
 class ModelNotFound(OspreyError):
     """No model (or no such version of it) is known to the server."""
 

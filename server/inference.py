@@ -13,22 +13,76 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InvalidInput
+from native import bytes_codec
+
+from .errors import InvalidColumn, InvalidInput
 from .ids import uuid7
 from .loaded_models import LoadedModels, ServedVersion
 from .status import failure_reason
+from .tensors import DATATYPES, from_contents, from_raw
 
 DECISION_ID_PARAMETER = "osprey_decision_id"
 
 
-@dataclass(frozen=True)
 class InputTensor:
-    """A decoded request input: its declared datatype and shape, and the data."""
+    """A request input: its declared datatype and shape, and its data.
 
-    name: str
-    datatype: str
-    shape: tuple[int, ...]
-    data: np.ndarray
+    Fixed-size datatypes arrive decoded (``data``). BYTES stay as they came, the raw
+    KServe buffer or the typed ``bytes_contents`` elements, until asked for: ``data``
+    decodes them into an object array of UTF-8 ``str`` (what a plain ONNX string
+    input takes; InvalidInput for an element that is malformed or not UTF-8), while
+    ``buffer`` is the KServe buffer itself (typed elements encoded into one), which a
+    feature-spec version's transform reads without a Python object per element.
+    """
+
+    __slots__ = ("_data", "_items", "_raw", "datatype", "name", "shape")
+
+    def __init__(
+        self,
+        name: str,
+        datatype: str,
+        shape: tuple[int, ...],
+        data: np.ndarray | None = None,
+        *,
+        raw: bytes | None = None,
+        items: list[bytes] | None = None,
+    ) -> None:
+        if (data is None) + (raw is None) + (items is None) != 2:
+            raise ValueError("an InputTensor holds exactly one of data, raw and items")
+        self.name = name
+        self.datatype = datatype
+        self.shape = shape
+        self._data = data
+        self._raw = raw
+        self._items = items
+
+    @property
+    def data(self) -> np.ndarray:
+        """The tensor as an array of ``shape`` (BYTES: decoded once, as UTF-8 ``str``)."""
+        if self._data is None:
+            bytes_type = DATATYPES["BYTES"]
+            if self._raw is not None:
+                self._data = from_raw(self._raw, bytes_type, self.shape, self.name)
+            else:
+                self._data = from_contents(self._items, bytes_type, self.shape, self.name)
+        return self._data
+
+    def decode(self) -> None:
+        """Decode now (BYTES), raising InvalidInput here rather than later."""
+        self.data  # noqa: B018 - the property decodes and caches
+
+    @property
+    def buffer(self) -> bytes:
+        """The KServe BYTES buffer (u32 LE length + bytes per element, C order)."""
+        if self._raw is None:
+            if self._items is None:
+                raise InvalidInput(
+                    f"input '{self.name}': {self.datatype} is not BYTES; it has no BYTES buffer"
+                )
+            elements = np.empty(len(self._items), dtype=object)
+            elements[:] = self._items
+            self._raw = bytes_codec.encode(elements)
+        return self._raw
 
 
 @dataclass(frozen=True)
@@ -81,6 +135,11 @@ class InferenceCore:
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         served = self.models.get(request.model_name, request.model_version)
+        if served.features is None:
+            # A plain model takes BYTES as text: decode them now, refusing a malformed
+            # tensor before the request counts against the model (as the converter did).
+            for tensor in request.inputs:
+                tensor.decode()
         try:
             result = await self._infer(served, request)
         except asyncio.CancelledError:
@@ -93,7 +152,10 @@ class InferenceCore:
         return result
 
     async def _infer(self, served: ServedVersion, request: InferenceRequest) -> InferenceResult:
-        feeds, rows = self._validate_inputs(served, request)
+        if served.features is None:
+            feeds, rows = self._validate_inputs(served, request)
+        else:
+            feeds, rows = self._validate_columns(served, request)
         wanted = self._requested_outputs(served, request)
         level = self._priority_level(served, request.parameters)
         deadline = self._deadline(request)
@@ -174,6 +236,79 @@ class InferenceCore:
                     f"rows per request (max_request_rows) of {where}"
                 )
         return feeds, rows
+
+    @staticmethod
+    def _validate_columns(
+        served: ServedVersion, request: InferenceRequest
+    ) -> tuple[dict[str, Any], int]:
+        """The raw columns of a feature-spec version: names, datatypes, shapes, rows.
+
+        Every error is InvalidColumn naming the column. BYTES columns are passed on as
+        their KServe buffers; their elements (count, framing, length) are checked by
+        the transform in the inference thread.
+        """
+        assert served.features is not None
+        settings = served.settings
+        where = f"model '{served.name}' version {served.version}"
+        expected = {spec.name: spec for spec in served.features.inputs}
+        seen: dict[str, InputTensor] = {}
+        for tensor in request.inputs:
+            if tensor.name in seen:
+                raise InvalidColumn(tensor.name, f"column '{tensor.name}' appears more than once")
+            if tensor.name not in expected:
+                raise InvalidColumn(
+                    tensor.name,
+                    f"unknown column '{tensor.name}' for {where}: its feature spec has no such "
+                    f"column; its columns are {', '.join(expected)}",
+                )
+            seen[tensor.name] = tensor
+        missing = [name for name in expected if name not in seen]
+        if missing:
+            raise InvalidColumn(
+                missing[0],
+                f"missing column(s) {', '.join(repr(m) for m in missing)} for {where}: its "
+                f"feature spec needs every column ({', '.join(expected)}); got "
+                f"{', '.join(repr(n) for n in seen) or 'none'}",
+            )
+        rows = -1
+        first = ""
+        columns: dict[str, Any] = {}
+        for spec in expected.values():
+            tensor = seen[spec.name]
+            kind = "categorical" if spec.datatype.name == "BYTES" else "numeric"
+            if tensor.datatype != spec.datatype.name:
+                raise InvalidColumn(
+                    spec.name,
+                    f"column '{spec.name}' ({kind}) must be {spec.datatype.name}, got "
+                    f"{tensor.datatype}",
+                )
+            shape = tensor.shape
+            fixed = spec.shape[0]
+            if len(shape) != 2 or shape[1] != 1 or (fixed >= 0 and shape[0] != fixed):
+                raise InvalidColumn(
+                    spec.name,
+                    f"column '{spec.name}' must have shape {list(spec.shape)} (-1 = any), got "
+                    f"{list(shape)}",
+                )
+            if rows < 0:
+                rows, first = shape[0], spec.name
+            elif shape[0] != rows:
+                raise InvalidColumn(
+                    spec.name,
+                    f"column '{spec.name}' has {shape[0]} rows but column '{first}' has "
+                    f"{rows}; all columns must have the same number of rows",
+                )
+            columns[spec.name] = tensor.buffer if kind == "categorical" else tensor.data
+        if rows == 0:
+            raise InvalidColumn(
+                first, f"column '{first}' has 0 rows; a request must carry at least one row"
+            )
+        if settings.batching and rows > settings.max_request_rows:
+            raise InvalidInput(
+                f"request has {rows} rows, more than the cap of {settings.max_request_rows} "
+                f"rows per request (max_request_rows) of {where}"
+            )
+        return columns, rows
 
     @staticmethod
     def _requested_outputs(served: ServedVersion, request: InferenceRequest) -> list[str]:

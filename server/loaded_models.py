@@ -16,10 +16,11 @@ from pathlib import Path
 
 from .batcher import DynamicBatcher
 from .errors import ModelLoadError, ModelNotFound, ModelNotReady, OspreyError
+from .features import TRANSFORM_EXTENSION, DriftCounts, FeatureTransform
 from .metrics import ServerMetrics
 from .model_config import ModelSettings
-from .model_source import ModelDefinition, ModelSource
-from .runtime import OnnxModel
+from .model_source import FeatureFiles, ModelDefinition, ModelSource
+from .runtime import OnnxModel, TensorSpec
 from .stats import VersionStats
 
 log = logging.getLogger("osprey.models")
@@ -32,17 +33,33 @@ UNLOADING = "UNLOADING"
 
 @dataclass
 class ServedVersion:
-    """One loaded, warmed model version with its batcher and statistics."""
+    """One loaded, warmed model version with its batcher and statistics.
+
+    ``features`` is the compiled feature spec of a version that has one (its public
+    inputs are then the spec's raw columns), None for a plain ONNX version.
+    """
 
     name: str
     version: int
     model: OnnxModel
     batcher: DynamicBatcher
     stats: VersionStats
+    features: FeatureTransform | None = None
 
     @property
     def settings(self) -> ModelSettings:
         return self.model.settings
+
+    @property
+    def inputs(self) -> tuple[TensorSpec, ...]:
+        """The inputs clients send: the spec's raw columns, or the ONNX model's inputs."""
+        return self.features.inputs if self.features is not None else self.model.inputs
+
+    def drift_counts(self) -> DriftCounts | None:
+        """The drift counts of every row served so far (None without a feature spec)."""
+        if self.features is None:
+            return None
+        return self.features.drift_counts(self.name, self.version)
 
 
 @dataclass
@@ -210,14 +227,26 @@ class LoadedModels:
         built: dict[int, ServedVersion] = {}
         try:
             for version, path in sorted(definition.artifacts.items()):
-                model = await loop.run_in_executor(
-                    None, self._load_model, definition.name, version, path, definition.settings
+                model, features = await loop.run_in_executor(
+                    None,
+                    self._load_model,
+                    definition.name,
+                    version,
+                    path,
+                    definition.settings,
+                    definition.features.get(version),
                 )
-                stats = VersionStats(
-                    self.metrics.for_version(definition.name, version), definition.name, version
+                metrics = self.metrics.for_version(
+                    definition.name, version, sketched=features is not None
                 )
+                stats = VersionStats(metrics, definition.name, version)
                 built[version] = ServedVersion(
-                    definition.name, version, model, DynamicBatcher(model, stats), stats
+                    definition.name,
+                    version,
+                    model,
+                    DynamicBatcher(model, stats, features),
+                    stats,
+                    features,
                 )
         except BaseException:
             await self._retire(built.values())
@@ -225,11 +254,29 @@ class LoadedModels:
         return built
 
     @staticmethod
-    def _load_model(name: str, version: int, path: Path, settings: ModelSettings) -> OnnxModel:
-        """Create the sessions and warm them up (runs off the event loop)."""
+    def _load_model(
+        name: str, version: int, path: Path, settings: ModelSettings, files: FeatureFiles | None
+    ) -> tuple[OnnxModel, FeatureTransform | None]:
+        """Create the sessions, compile the feature spec if any, and warm them up
+        (runs off the event loop)."""
         model = OnnxModel(name, version, path, settings)
-        model.warmup()
-        return model
+        if files is None:
+            model.warmup()
+            return model, None
+        features = FeatureTransform.load(name, version, files, model)
+        model.warmup(features.example_feeds)
+        log.info(
+            "model '%s' version %d: feature spec of %d raw column(s) -> %d features into "
+            "ONNX input '%s' (transform: %s), drift over %d bins",
+            name,
+            version,
+            len(features.inputs),
+            features.plan.n_features,
+            features.model_input,
+            "Cython kernel" if TRANSFORM_EXTENSION else "NumPy twin",
+            features.plan.n_bins,
+        )
+        return model, features
 
     async def _retire(self, versions: Iterable[ServedVersion]) -> None:
         for served in list(versions):

@@ -4,8 +4,10 @@ Triton's families (``nv_inference_*``) keep existing dashboards working. Triton
 exposes its counters without the ``_total`` suffix that prometheus-client's
 ``Counter`` always adds, so they are kept here as plain numbers and exposed by a
 collector under their exact names (as ``untyped``; the pending count as a gauge).
-The ``osprey_*`` histograms give the distributions Triton's sums cannot. Every
-series carries ``model`` and ``version`` labels.
+The ``osprey_*`` histograms give the distributions Triton's sums cannot, and
+``osprey_drift_rows_sketched_total`` counts the rows a feature-spec version counted
+into its drift sketch (only such versions have the series). Every series carries
+``model`` and ``version`` labels.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
@@ -101,6 +103,7 @@ class VersionMetrics:
     queue_seconds: Any
     compute_seconds: Any
     batch_rows: Any
+    drift_rows: Any = None  # feature-spec versions only
 
 
 class ServerMetrics:
@@ -127,9 +130,18 @@ class ServerMetrics:
             "osprey_batch_size_rows", "Rows per execution", _LABELS, buckets=_BATCH_BUCKETS,
             registry=r,
         )
+        # prometheus-client exposes a Counter as osprey_drift_rows_sketched_total.
+        self.drift_rows = Counter(
+            "osprey_drift_rows_sketched",
+            "Rows counted into the drift sketch of a feature-spec version",
+            _LABELS, registry=r,
+        )
 
-    def for_version(self, model: str, version: int) -> VersionMetrics:
-        """The metrics of one version; counters survive a reload of the same version."""
+    def for_version(self, model: str, version: int, sketched: bool = False) -> VersionMetrics:
+        """The metrics of one version; counters survive a reload of the same version.
+
+        ``sketched``: the version has a feature spec, so it counts drift rows.
+        """
         labels = (model, str(version))
         triton = self._triton.setdefault(labels, TritonCounters())
         return VersionMetrics(
@@ -138,4 +150,5 @@ class ServerMetrics:
             queue_seconds=self.queue_seconds.labels(*labels),
             compute_seconds=self.compute_seconds.labels(*labels),
             batch_rows=self.batch_rows.labels(*labels),
+            drift_rows=self.drift_rows.labels(*labels) if sketched else None,
         )

@@ -5,6 +5,12 @@ never walks folders itself. ``RepositoryFolder`` is the Triton-style source used
 
     <repo>/<model>/config.json          # optional, see server.model_config
     <repo>/<model>/<version>/model.onnx # version: a positive integer
+    <repo>/<model>/<version>/feature_spec.json       # optional, with the profile:
+    <repo>/<model>/<version>/reference_profile.json  # see server.features
+
+A version with a feature spec takes raw columns and runs the spec's compiled
+transform before ONNX Runtime; the source only reports which files are there (the
+loader refuses a version that has one of the two without the other).
 
 The SQL registry becomes another ``ModelSource``.
 """
@@ -12,7 +18,7 @@ The SQL registry becomes another ``ModelSource``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +27,17 @@ from .model_config import ModelSettings, load_model_settings
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
+SPEC_FILE = "feature_spec.json"
+PROFILE_FILE = "reference_profile.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class FeatureFiles:
+    """A version's feature spec and reference profile, as found (None = absent)."""
+
+    spec: Path | None
+    profile: Path | None
 
 
 @dataclass(frozen=True)
@@ -32,6 +48,8 @@ class ModelDefinition:
     settings: ModelSettings
     artifacts: dict[int, Path]  # version -> ONNX file, already filtered by the policy
     available: tuple[int, ...]  # every version present, served or not
+    # version -> its feature files, for the served versions that have either file
+    features: dict[int, FeatureFiles] = field(default_factory=dict)
 
 
 class ModelSource(Protocol):
@@ -73,11 +91,19 @@ class RepositoryFolder:
             )
         settings = load_model_settings(folder / CONFIG_FILE)
         selected = settings.version_policy.select(versions)
+        features = {}
+        for v in selected:
+            spec, profile = folder / str(v) / SPEC_FILE, folder / str(v) / PROFILE_FILE
+            if spec.exists() or profile.exists():
+                features[v] = FeatureFiles(
+                    spec if spec.exists() else None, profile if profile.exists() else None
+                )
         return ModelDefinition(
             name=name,
             settings=settings,
             artifacts={v: folder / str(v) / MODEL_FILE for v in selected},
             available=tuple(versions),
+            features=features,
         )
 
     @staticmethod

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -199,12 +199,17 @@ class OnnxModel:
                 feeds[spec.name] = np.zeros(dims, dtype=spec.datatype.dtype)
         return feeds
 
-    def warmup(self) -> None:
-        """Run every warmup batch size on every instance before the version is ready."""
+    def warmup(self, make_feeds: Callable[[int], dict[str, np.ndarray]] | None = None) -> None:
+        """Run every warmup batch size on every instance before the version is ready.
+
+        ``make_feeds(rows)`` builds the feeds (default: ``example_feeds``; a version with
+        a feature spec passes its transform's, so the transform is warm too).
+        """
         sizes = self.settings.warmup_batch_sizes if self.settings.batching else (1,)
+        make_feeds = make_feeds or self.example_feeds
         for rows in sizes:
             rows = min(rows, self.settings.max_batch_size) if self.settings.batching else rows
-            feeds = self.example_feeds(rows)
+            feeds = make_feeds(rows)
             for instance in range(len(self.sessions)):
                 try:
                     self.run(instance, feeds)

@@ -38,9 +38,10 @@ class ExecutionTiming:
     """What one execution (batch) cost, measured in the inference thread."""
 
     rows: int
-    input_ns: int
+    input_ns: int  # packing (and the feature transform, for a version with a spec)
     infer_ns: int
     output_ns: int
+    sketched_rows: int = 0  # rows counted into the drift sketch
 
 
 class VersionStats:
@@ -94,6 +95,8 @@ class VersionStats:
         t.compute_output_us += timing.output_ns * requests / 1000
         m.compute_seconds.observe((timing.input_ns + timing.infer_ns + timing.output_ns) / 1e9)
         m.batch_rows.observe(timing.rows)
+        if timing.sketched_rows and m.drift_rows is not None:
+            m.drift_rows.inc(timing.sketched_rows)
 
     def waited(self, queue_ns: int) -> None:
         """A request left the queue for execution after ``queue_ns``."""

@@ -11,10 +11,22 @@ Defaults: train on hours 0-36 with hours 30-36 as the validation slice, evaluate
 hours 36-48. The threshold is chosen on the validation slice with a model that has
 not seen it, then the same family and parameters are refit on the whole training
 window; the evaluation slice is never used for any choice.
+
+Features: a ``FeatureSpec`` (``trainer.fraud_features``) is fitted on the raw rows of
+the training window, and every slice is turned into the model's matrix by the same
+compiled transform the server runs on requests; the model is trained on, evaluated
+on and exported for that matrix (ONNX input ``features`` FP32 [N, F]). The version
+folder carries ``feature_spec.json`` and ``reference_profile.json`` (the training
+window's raw-column bins and the served model's training score histogram), so the
+server exposes the raw columns (``V1``..``V28``, ``Amount``: one FP32 [N, 1] tensor
+each) and measures drift against the training window. The threshold-selection model
+uses the same spec (its medians, mean and std come from the whole training window,
+validation slice included: label-free input statistics, never the evaluation slice).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -31,12 +43,24 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from native.feature_errors import DocumentError
+from native.feature_spec import FeatureSpec
+from native.reference_profile import ReferenceProfile
+
 from .datasets import CreditCardData, load_creditcard
 from .families import DEFAULT_FAMILY, describe, make_estimator
+from .fraud_features import (
+    TRANSFORM_IMPLEMENTATION,
+    FraudFeatures,
+    compile_plan,
+    fit_fraud_features,
+)
 from .metrics import ThresholdMetrics, at_threshold, auprc, best_f1_threshold, roc_auc
 from .model_repository import (
     CONFIG_FILE,
+    FEATURE_SPEC_FILE,
     MODEL_FILE,
+    REFERENCE_PROFILE_FILE,
     verified_evaluation,
     write_json_atomic,
     write_model_repository,
@@ -93,7 +117,9 @@ class FraudEvaluation:
 
     model_family: str
     model_params: dict[str, Any]
+    raw_columns: list[str]
     feature_names: list[str]
+    feature_transform: str
     train_window_s: list[float]
     validation_window_s: list[float]
     eval_window_s: list[float]
@@ -127,17 +153,46 @@ class FraudEvaluation:
 
 @dataclass(frozen=True)
 class TrainedFraudModel:
-    """The fitted estimator, its ONNX export, the decision threshold and the evaluation."""
+    """The fitted estimator, its ONNX export, the decision threshold and the evaluation.
+
+    ``feature_spec`` turns the raw columns into the estimator's (and the ONNX
+    ``features`` input's) matrix; ``reference_profile`` is the training window's drift
+    reference with the score histogram of the served model on it.
+    """
 
     estimator: Any
     onnx_bytes: bytes
     threshold: float
     report: FraudEvaluation
+    feature_spec: FeatureSpec
+    reference_profile: ReferenceProfile
 
     @property
     def feature_names(self) -> list[str]:
-        """Input column order of the ``features`` tensor."""
+        """Column order of the ``features`` matrix (the spec's output features)."""
         return list(self.report.feature_names)
+
+    @property
+    def raw_columns(self) -> list[str]:
+        """The raw columns a client sends, in the spec's order."""
+        return list(self.report.raw_columns)
+
+    @property
+    def feature_spec_bytes(self) -> bytes:
+        """``feature_spec.json`` as written into the version folder."""
+        return spec_document(self.feature_spec)
+
+    def matrix(self, features: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """The model's matrix [N, F] of raw rows [N, C] (``raw_columns`` order)."""
+        plan = compile_plan(self.feature_spec, self.reference_profile)
+        return FraudFeatures(self.feature_spec, tuple(self.raw_columns), plan).matrix(features)
+
+    def feature_files(self) -> dict[str, bytes]:
+        """The version folder's feature documents."""
+        return {
+            FEATURE_SPEC_FILE: self.feature_spec_bytes,
+            REFERENCE_PROFILE_FILE: (self.reference_profile.to_json() + "\n").encode(),
+        }
 
     def evaluation(self) -> dict[str, Any]:
         """JSON-able metrics and lineage for ``evaluation.json``."""
@@ -146,6 +201,11 @@ class TrainedFraudModel:
     def serving_config(self) -> dict[str, Any]:
         """The model folder's ``config.json``."""
         return serving_config(self.threshold)
+
+
+def spec_document(spec: FeatureSpec) -> bytes:
+    """The bytes of ``feature_spec.json`` (whose sha256 the ONNX metadata records)."""
+    return (spec.to_json() + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -162,6 +222,10 @@ class _Slice:
     @property
     def frauds(self) -> int:
         return int(np.count_nonzero(self.labels))
+
+    def transformed(self, features: FraudFeatures) -> _Slice:
+        """The slice with its raw rows replaced by the model's matrix."""
+        return _Slice(features.matrix(self.features), self.labels, self.window, self.name)
 
 
 def _slice(data: CreditCardData, start: float, end: float, name: str) -> _Slice:
@@ -227,8 +291,23 @@ def train_fraud_model(
     validation_start = train_end_s - validation_s
     fit_part = _slice(data, start, validation_start, "fit")
     validation = _slice(data, validation_start, train_end_s, "validation")
-    train = _slice(data, start, train_end_s, "train")
+    raw_train = _slice(data, start, train_end_s, "train")
     holdout = _slice(data, train_end_s, end, "evaluation")
+
+    # One spec, fitted on the training window's raw rows; every slice goes through
+    # the same compiled transform the server runs on requests.
+    features = fit_fraud_features(raw_train.features, data.feature_names)
+    fit_part, validation, train, holdout = (
+        part.transformed(features) for part in (fit_part, validation, raw_train, holdout)
+    )
+    spec = features.spec
+    spec_sha256 = hashlib.sha256(spec_document(spec)).hexdigest()
+    log.info(
+        "feature spec fitted on the training window: %d raw columns -> %d features (%s)",
+        len(spec.column_names),
+        spec.n_features,
+        TRANSFORM_IMPLEMENTATION,
+    )
     log.info(
         "training %s: fit %d rows (%d fraud), validation %d (%d), train %d (%d), eval %d (%d)",
         family,
@@ -263,11 +342,13 @@ def train_fraud_model(
 
     onnx_model = export_scorer(
         estimator,
-        len(data.feature_names),
+        spec.n_features,
         threshold,
         signature=SIGNATURE,
         metadata={
-            "feature_names": ",".join(data.feature_names),
+            "feature_names": ",".join(spec.feature_names),
+            "raw_columns": ",".join(spec.column_names),
+            "feature_spec_sha256": spec_sha256,
             "model_family": model_family,
         },
     )
@@ -280,11 +361,16 @@ def train_fraud_model(
             f"ONNX export disagrees with scikit-learn: max |score diff| {max_diff:.3g} on "
             f"{holdout.rows} evaluation rows exceeds {PARITY_TOLERANCE:g}"
         )
+    # the drift reference: training window's raw columns and the served model's scores
+    train_scores, _ = ort_score(onnx_bytes, train.features, SIGNATURE)
+    profile = features.reference_profile(raw_train.features, train_scores)
 
     report = FraudEvaluation(
         model_family=model_family,
         model_params=model_params,
-        feature_names=list(data.feature_names),
+        raw_columns=list(spec.column_names),
+        feature_names=list(spec.feature_names),
+        feature_transform=TRANSFORM_IMPLEMENTATION,
         train_window_s=[train.window[0], train.window[1]],
         validation_window_s=[validation.window[0], validation.window[1]],
         eval_window_s=[holdout.window[0], holdout.window[1]],
@@ -333,7 +419,7 @@ def train_fraud_model(
         mismatches,
         report.fit_seconds,
     )
-    return TrainedFraudModel(estimator, onnx_bytes, threshold, report)
+    return TrainedFraudModel(estimator, onnx_bytes, threshold, report, spec, profile)
 
 
 def _config_matches(config_path: Path, threshold: float) -> bool:
@@ -342,6 +428,19 @@ def _config_matches(config_path: Path, threshold: float) -> bool:
     except (OSError, UnicodeDecodeError, ValueError):
         return False
     return bool(current == serving_config(threshold))
+
+
+def _feature_documents_problem(version_dir: Path) -> str:
+    """Why the version's (sha-verified) feature documents cannot be served, or ""."""
+    try:
+        spec = FeatureSpec.from_json((version_dir / FEATURE_SPEC_FILE).read_bytes())
+        profile = ReferenceProfile.from_json((version_dir / REFERENCE_PROFILE_FILE).read_bytes())
+        compile_plan(spec, profile)
+    except (OSError, DocumentError) as exc:
+        return f"its feature documents do not load: {exc}"
+    if profile.score is None:
+        return f"{version_dir / REFERENCE_PROFILE_FILE} has no score histogram"
+    return ""
 
 
 def ensure_demo_model(
@@ -354,24 +453,31 @@ def ensure_demo_model(
     """Make sure ``<repo>/fraud/1`` holds a verified demo model; train it if not.
 
     ``repo`` defaults to ``<home>/models``. An existing version is reused when its
-    ``evaluation.json`` records the sha256 of its ``model.onnx``; otherwise the data
-    is loaded, the model trained and the version (re)written atomically. A missing or
-    stale ``config.json`` beside a reused version is rewritten from its evaluation.
+    ``evaluation.json`` records the sha256 of its ``model.onnx``, ``feature_spec.json``
+    and ``reference_profile.json`` and the two documents load and compile; otherwise
+    (a version from before feature specs included) the data is loaded, the model
+    trained and the version (re)written atomically. A missing or stale
+    ``config.json`` beside a reused version is rewritten from its evaluation.
     Returns the version folder.
     """
     models = repo if repo is not None else Path(home) / "models"
     version_dir = models / DEMO_MODEL / str(DEMO_VERSION)
-    evaluation, reason = verified_evaluation(version_dir)
+    evaluation, reason = verified_evaluation(version_dir, require_features=True)
+    if evaluation is not None:
+        reason = _feature_documents_problem(version_dir)
+        if reason:
+            evaluation = None
     if evaluation is not None and isinstance(evaluation.get("threshold"), float | int):
         config_path = version_dir.parent / CONFIG_FILE
         if not _config_matches(config_path, float(evaluation["threshold"])):
             log.info("rewriting %s from %s", config_path, version_dir / "evaluation.json")
             write_json_atomic(config_path, serving_config(float(evaluation["threshold"])))
         log.info(
-            "reusing demo model %s (AUPRC %s, sha256 %s)",
+            "reusing demo model %s (AUPRC %s, sha256 %s, feature spec sha256 %s)",
             version_dir / MODEL_FILE,
             evaluation.get("auprc"),
             evaluation["sha256"],
+            evaluation.get("feature_spec_sha256"),
         )
         return version_dir
     if evaluation is not None:

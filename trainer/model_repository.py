@@ -3,8 +3,16 @@
 Layout (what ``server.model_source.RepositoryFolder`` serves)::
 
     <repo>/<name>/config.json                 serving settings, score and decision
-    <repo>/<name>/<version>/model.onnx        the artifact
-    <repo>/<name>/<version>/evaluation.json   metrics, windows, lineage, sha256 of model.onnx
+    <repo>/<name>/<version>/model.onnx               the artifact
+    <repo>/<name>/<version>/feature_spec.json        raw columns → the model's matrix
+    <repo>/<name>/<version>/reference_profile.json   the drift reference
+    <repo>/<name>/<version>/evaluation.json          metrics, windows, lineage, sha256s
+
+The two feature documents come together or not at all: a version with them is
+served with its raw columns as inputs (the server runs the spec's transform), one
+without them as plain ONNX. ``evaluation.json`` records the sha256 of every file
+beside it (``sha256`` for ``model.onnx``, ``feature_spec_sha256``,
+``reference_profile_sha256``), and ``verified_evaluation`` checks them all.
 
 A version folder is assembled in a hidden staging folder beside it (the server skips
 names that are not positive integers) and renamed into place, so a crashed run never
@@ -22,6 +30,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -30,6 +39,13 @@ log = logging.getLogger("osprey.trainer")
 MODEL_FILE = "model.onnx"
 EVALUATION_FILE = "evaluation.json"
 CONFIG_FILE = "config.json"
+FEATURE_SPEC_FILE = "feature_spec.json"
+REFERENCE_PROFILE_FILE = "reference_profile.json"
+# the feature documents and the evaluation.json key holding each one's sha256
+FEATURE_FILES: dict[str, str] = {
+    FEATURE_SPEC_FILE: "feature_spec_sha256",
+    REFERENCE_PROFILE_FILE: "reference_profile_sha256",
+}
 _STAGING_PREFIX = ".staging-"
 _RETIRED_PREFIX = ".retired-"
 _DIR_MODE = 0o755
@@ -50,6 +66,10 @@ class ServableModel(Protocol):
 
     def serving_config(self) -> dict[str, Any]:
         """The model folder's ``config.json`` content."""
+        ...
+
+    def feature_files(self) -> Mapping[str, bytes]:
+        """``feature_spec.json`` and ``reference_profile.json`` contents; {} for plain ONNX."""
         ...
 
 
@@ -110,9 +130,16 @@ def write_model_repository(
     """Write ``model`` as ``<repo>/<name>/<version>/`` plus ``<repo>/<name>/config.json``.
 
     An existing folder for that version is replaced. Returns the version folder.
+    Raises ``ValueError`` unless ``model.feature_files()`` holds both feature
+    documents or neither.
     """
     if version < 1:
         raise ValueError(f"version must be a positive integer, got {version}")
+    files = dict(model.feature_files())
+    if files and sorted(files) != sorted(FEATURE_FILES):
+        raise ValueError(
+            f"feature files must be exactly {sorted(FEATURE_FILES)} or none, got {sorted(files)}"
+        )
     model_dir = Path(repo) / name
     model_dir.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(model_dir)
@@ -123,12 +150,12 @@ def write_model_repository(
         os.chmod(staging, _DIR_MODE)  # mkdtemp makes 0700; the server may run as another user
         artifact = staging / MODEL_FILE
         _write_bytes(artifact, model.onnx_bytes)
-        evaluation = {
-            "model": name,
-            "version": version,
-            **model.evaluation(),
-            "sha256": sha256_file(artifact),
-        }
+        hashes = {"sha256": sha256_file(artifact)}
+        for filename, key in FEATURE_FILES.items():
+            if filename in files:
+                _write_bytes(staging / filename, files[filename])
+                hashes[key] = sha256_file(staging / filename)
+        evaluation = {"model": name, "version": version, **model.evaluation(), **hashes}
         _write_bytes(staging / EVALUATION_FILE, _json_bytes(evaluation))
         _fsync_dir(staging)
         if target.exists():
@@ -146,10 +173,16 @@ def write_model_repository(
     return target
 
 
-def verified_evaluation(version_dir: Path) -> tuple[dict[str, Any] | None, str]:
-    """The version's ``evaluation.json`` if its sha256 matches ``model.onnx``.
+def verified_evaluation(
+    version_dir: Path, *, require_features: bool = False
+) -> tuple[dict[str, Any] | None, str]:
+    """The version's ``evaluation.json`` if every recorded sha256 matches its file.
 
-    Returns ``(evaluation, "")`` when the artifact checks out, else ``(None, reason)``.
+    ``model.onnx`` must match ``sha256``; each feature document must match the sha256
+    recorded for it, and a feature document that is present but not recorded (or
+    recorded but absent) fails too. With ``require_features`` a version without its
+    feature documents fails as well. Returns ``(evaluation, "")`` when everything
+    checks out, else ``(None, reason)``.
     """
     artifact, report = version_dir / MODEL_FILE, version_dir / EVALUATION_FILE
     if not artifact.is_file():
@@ -165,4 +198,19 @@ def verified_evaluation(version_dir: Path) -> tuple[dict[str, Any] | None, str]:
     actual = sha256_file(artifact)
     if actual != evaluation["sha256"]:
         return None, (f"sha256 of {artifact} is {actual}, {report} records {evaluation['sha256']}")
+    for filename, key in FEATURE_FILES.items():
+        path, recorded = version_dir / filename, evaluation.get(key)
+        if recorded is None:
+            if require_features:
+                return None, f"{report} records no {key} (a version without a feature spec)"
+            if path.exists():
+                return None, f"{path} exists but {report} records no {key}"
+            continue
+        if not isinstance(recorded, str):
+            return None, f"{report}: {key} is not a string"
+        if not path.is_file():
+            return None, f"{path} does not exist"
+        actual = sha256_file(path)
+        if actual != recorded:
+            return None, f"sha256 of {path} is {actual}, {report} records {recorded}"
     return evaluation, ""

@@ -151,3 +151,28 @@ def identity_bf16_graph(width: int = 4) -> onnx.GraphProto:
         [helper.make_tensor_value_info("INPUT", t, ["batch", width])],
         [helper.make_tensor_value_info("OUTPUT", t, ["batch", width])],
     )
+
+
+def features_graph(width: int, seed: int = 0) -> onnx.GraphProto:
+    """A model on a feature spec's matrix: INPUT FP32 [batch, width] ->
+    FEATURES = INPUT (the matrix itself, to check the transform) and
+    SCORE = Sigmoid(INPUT @ W + B) [batch, 1] with fixed weights."""
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((width, 1)) / np.sqrt(width)).astype(np.float32)
+    b = np.array([0.1], dtype=np.float32)
+    nodes = [
+        helper.make_node("Identity", ["INPUT"], ["FEATURES"]),
+        helper.make_node("MatMul", ["INPUT", "W"], ["logit"]),
+        helper.make_node("Add", ["logit", "B"], ["shifted"]),
+        helper.make_node("Sigmoid", ["shifted"], ["SCORE"]),
+    ]
+    return helper.make_graph(
+        nodes,
+        "features",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, ["batch", width])],
+        [
+            helper.make_tensor_value_info("FEATURES", TensorProto.FLOAT, ["batch", width]),
+            helper.make_tensor_value_info("SCORE", TensorProto.FLOAT, ["batch", 1]),
+        ],
+        initializer=[numpy_helper.from_array(w, "W"), numpy_helper.from_array(b, "B")],
+    )

@@ -14,6 +14,7 @@ import tritonclient.grpc as grpcclient
 from sklearn.metrics import average_precision_score
 from tritonclient.utils import InferenceServerException
 
+from native.feature_spec import FeatureSpec
 from trainer.datasets import load_creditcard
 
 from .process import READY, REPO_ROOT
@@ -51,18 +52,29 @@ def _stop(proc: subprocess.Popen[str]) -> int:
 def test_demo_trains_serves_and_reuses(tmp_path: Path) -> None:
     data = load_creditcard()
     held_out = data.time_s >= 36 * 3600
-    features = data.features[held_out]
+    raw = data.features[held_out]
     labels = data.labels[held_out]
 
     proc, port, lines = _start_demo(tmp_path)
     try:
-        evaluation = json.loads((tmp_path / "models/fraud/1/evaluation.json").read_text())
+        version_dir = tmp_path / "models/fraud/1"
+        evaluation = json.loads((version_dir / "evaluation.json").read_text())
         assert evaluation["auprc"] >= 0.6
+        spec = FeatureSpec.from_json((version_dir / "feature_spec.json").read_bytes())
+        assert spec.column_names == tuple(data.feature_names)  # V1..V28, Amount
         client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
-        tensor = grpcclient.InferInput("features", list(features.shape), "FP32")
-        tensor.set_data_from_numpy(features)
-        # ~92k rows in one request: split into 1024-row batches and reassembled.
-        result = client.infer("fraud", [tensor], client_timeout=120)
+        # the version has a spec: its inputs are the raw columns, one [-1, 1] FP32 each
+        metadata = client.get_model_metadata("fraud")
+        assert [(i.name, i.datatype, list(i.shape)) for i in metadata.inputs] == [
+            (name, "FP32", [-1, 1]) for name in spec.column_names
+        ]
+        tensors = []
+        for name in spec.column_names:
+            column = np.ascontiguousarray(raw[:, [data.feature_names.index(name)]])
+            tensors.append(grpcclient.InferInput(name, list(column.shape), "FP32"))
+            tensors[-1].set_data_from_numpy(column)
+        # ~92k rows in one request: transformed, split into 1024-row batches, reassembled.
+        result = client.infer("fraud", tensors, client_timeout=120)
         scores = result.as_numpy("fraud_score")
         decisions = result.as_numpy("fraud_decision")
         assert scores.shape == (len(labels), 1) and decisions.dtype == np.bool_

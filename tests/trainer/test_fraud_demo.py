@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import onnx
 import pytest
@@ -32,6 +34,8 @@ def test_windows_and_counts(trained: TrainedFraudModel, synthetic: CreditCardDat
     assert r.eval_fraud == int(synthetic.labels[~train].sum())
     validation = (synthetic.time_s >= 30 * HOUR) & train
     assert r.validation_rows == int(validation.sum())
+    assert r.raw_columns == synthetic.feature_names == trained.raw_columns
+    # every raw column emits one VALUE feature, named like the column
     assert r.feature_names == synthetic.feature_names == trained.feature_names
     assert r.model_family == "HistGradientBoostingClassifier"
     assert r.model_params["max_iter"] == FAST_PARAMS["max_iter"]
@@ -65,12 +69,17 @@ def test_onnx_signature(trained: TrainedFraudModel) -> None:
     assert len({op.domain for op in model.opset_import}) == len(model.opset_import)
     props = {p.key: p.value for p in model.metadata_props}
     assert props["feature_names"].split(",") == trained.feature_names
+    assert props["raw_columns"].split(",") == trained.raw_columns
+    assert props["feature_spec_sha256"] == hashlib.sha256(trained.feature_spec_bytes).hexdigest()
     assert float(props["threshold"]) == trained.threshold
 
 
 def test_ort_matches_sklearn(trained: TrainedFraudModel, synthetic: CreditCardData) -> None:
-    features = synthetic.features.copy()
-    features[::97, 5] = np.nan  # missing values take the same branch in both
+    raw = synthetic.features.copy()
+    raw[::97, 5] = np.nan  # imputed by the spec
+    features = trained.matrix(raw)
+    assert not np.isnan(features).any()
+    features[::89, 7] = np.nan  # a NaN reaching the model takes the same branch in both
     expected = trained.estimator.predict_proba(features)[:, 1]
     scores, decisions = ort_score(trained.onnx_bytes, features)
     assert scores.shape == decisions.shape == (synthetic.rows,)
@@ -90,8 +99,9 @@ def test_logistic_regression_family_exports() -> None:
     model = train_fraud_model(data, family="logistic_regression")
     assert model.report.model_family == "StandardScaler+LogisticRegression"
     assert model.report.ort_vs_sklearn_max_abs_diff < PARITY_TOLERANCE
-    scores, _ = ort_score(model.onnx_bytes, data.features)
-    expected = model.estimator.predict_proba(data.features)[:, 1]
+    matrix = model.matrix(data.features)
+    scores, _ = ort_score(model.onnx_bytes, matrix)
+    expected = model.estimator.predict_proba(matrix)[:, 1]
     assert float(np.max(np.abs(scores - expected))) < PARITY_TOLERANCE
 
 

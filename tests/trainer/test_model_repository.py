@@ -1,4 +1,5 @@
-"""Model repository layout, config.json schema, reuse, retrain on sha mismatch, atomicity."""
+"""Model repository layout, config.json schema, feature documents, reuse, retrain on sha
+mismatch or a missing spec, atomicity."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import onnx
 import pytest
 
+from native.feature_spec import FeatureSpec
+from native.reference_profile import ReferenceProfile
 from trainer.datasets import CreditCardData
 from trainer.fraud_demo import (
     TrainedFraudModel,
@@ -17,6 +21,7 @@ from trainer.fraud_demo import (
     train_fraud_model,
     write_model_repository,
 )
+from trainer.model_repository import verified_evaluation
 
 from .synthetic import FAST_PARAMS
 
@@ -51,8 +56,15 @@ def expected_config(threshold: float) -> dict[str, Any]:
     }
 
 
+VERSION_FILES = ["evaluation.json", "feature_spec.json", "model.onnx", "reference_profile.json"]
+
+
 def hidden_entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def test_layout_and_files(tmp_path: Path, trained: TrainedFraudModel) -> None:
@@ -60,11 +72,23 @@ def test_layout_and_files(tmp_path: Path, trained: TrainedFraudModel) -> None:
     assert version_dir == tmp_path / "models" / "fraud" / "1"
     model_dir = version_dir.parent
     assert sorted(p.name for p in model_dir.iterdir()) == ["1", "config.json"]
-    assert sorted(p.name for p in version_dir.iterdir()) == ["evaluation.json", "model.onnx"]
+    assert sorted(p.name for p in version_dir.iterdir()) == VERSION_FILES
     assert (version_dir / "model.onnx").read_bytes() == trained.onnx_bytes
+    spec = FeatureSpec.from_json((version_dir / "feature_spec.json").read_bytes())
+    profile = ReferenceProfile.from_json((version_dir / "reference_profile.json").read_bytes())
+    assert spec == trained.feature_spec and profile == trained.reference_profile
+    assert spec.column_names == tuple(trained.raw_columns)
+    assert profile.score is not None and profile.rows == trained.report.train_rows
 
     evaluation = json.loads((version_dir / "evaluation.json").read_text())
     assert evaluation["sha256"] == hashlib.sha256(trained.onnx_bytes).hexdigest()
+    assert evaluation["feature_spec_sha256"] == sha256(version_dir / "feature_spec.json")
+    assert evaluation["reference_profile_sha256"] == sha256(version_dir / "reference_profile.json")
+    # the artifact names the spec it was trained with
+    props = {p.key: p.value for p in onnx.load_from_string(trained.onnx_bytes).metadata_props}
+    assert props["feature_spec_sha256"] == evaluation["feature_spec_sha256"]
+    assert evaluation["raw_columns"] == trained.raw_columns
+    assert evaluation["feature_transform"] == trained.report.feature_transform
     assert evaluation["model"] == "fraud" and evaluation["version"] == 1
     for key in (
         "auprc",
@@ -129,6 +153,72 @@ class Exploding:
     def serving_config(self) -> dict[str, Any]:
         return self.real.serving_config()
 
+    def feature_files(self) -> dict[str, bytes]:
+        return self.real.feature_files()
+
+
+class Plain:
+    """A model without a feature spec (served as plain ONNX)."""
+
+    def __init__(self, real: TrainedFraudModel, files: dict[str, bytes] | None = None) -> None:
+        self.real = real
+        self.files = files or {}
+
+    @property
+    def onnx_bytes(self) -> bytes:
+        return self.real.onnx_bytes
+
+    def evaluation(self) -> dict[str, Any]:
+        return self.real.evaluation()
+
+    def serving_config(self) -> dict[str, Any]:
+        return self.real.serving_config()
+
+    def feature_files(self) -> dict[str, bytes]:
+        return self.files
+
+
+def test_plain_version_without_spec(tmp_path: Path, trained: TrainedFraudModel) -> None:
+    version_dir = write_model_repository(Plain(trained), tmp_path)
+    assert sorted(p.name for p in version_dir.iterdir()) == ["evaluation.json", "model.onnx"]
+    evaluation, reason = verified_evaluation(version_dir)
+    assert evaluation is not None and reason == ""
+    assert "feature_spec_sha256" not in evaluation
+    evaluation, reason = verified_evaluation(version_dir, require_features=True)
+    assert evaluation is None and "records no feature_spec_sha256" in reason
+    # a spec nobody recorded is not trusted (the server would serve by it)
+    (version_dir / "feature_spec.json").write_bytes(trained.feature_files()["feature_spec.json"])
+    evaluation, reason = verified_evaluation(version_dir)
+    assert evaluation is None and "records no feature_spec_sha256" in reason
+
+
+def test_feature_files_come_in_pairs(tmp_path: Path, trained: TrainedFraudModel) -> None:
+    only_spec = {"feature_spec.json": trained.feature_files()["feature_spec.json"]}
+    with pytest.raises(ValueError, match="feature files"):
+        write_model_repository(Plain(trained, only_spec), tmp_path)
+    unknown = {**trained.feature_files(), "notes.txt": b""}
+    with pytest.raises(ValueError, match="feature files"):
+        write_model_repository(Plain(trained, unknown), tmp_path)
+    assert not (tmp_path / "fraud" / "1").exists()
+
+
+def test_verified_evaluation_checks_feature_files(
+    tmp_path: Path, trained: TrainedFraudModel
+) -> None:
+    version_dir = write_model_repository(trained, tmp_path)
+    assert verified_evaluation(version_dir, require_features=True)[0] is not None
+    for name in ("feature_spec.json", "reference_profile.json"):
+        path = version_dir / name
+        original = path.read_bytes()
+        path.write_bytes(original + b" ")  # same document, other bytes
+        evaluation, reason = verified_evaluation(version_dir)
+        assert evaluation is None and f"sha256 of {path}" in reason
+        path.unlink()
+        evaluation, reason = verified_evaluation(version_dir)
+        assert evaluation is None and f"{path} does not exist" in reason
+        path.write_bytes(original)
+        assert verified_evaluation(version_dir, require_features=True)[0] is not None
+
 
 def test_crash_leaves_previous_version(tmp_path: Path, trained: TrainedFraudModel) -> None:
     version_dir = write_model_repository(trained, tmp_path)
@@ -138,6 +228,7 @@ def test_crash_leaves_previous_version(tmp_path: Path, trained: TrainedFraudMode
     after = {p.name: p.read_bytes() for p in version_dir.parent.rglob("*") if p.is_file()}
     assert after == before
     assert hidden_entries(version_dir.parent) == []
+    assert sorted(p.name for p in version_dir.iterdir()) == VERSION_FILES
     with pytest.raises(RuntimeError):
         write_model_repository(Exploding(trained), tmp_path, name="fresh")
     assert [p.name for p in (tmp_path / "fresh").iterdir()] == []
@@ -203,6 +294,48 @@ def test_ensure_demo_model_reuses_and_retrains(
     (version_dir / "evaluation.json").unlink()
     ensure_demo_model(home, load=load, train=train)
     assert len(loads) == 3
+    assert hidden_entries(version_dir.parent) == []
+
+    # a tampered or missing feature document is retrained
+    spec_file = version_dir / "feature_spec.json"
+    spec_file.write_bytes(spec_file.read_bytes().replace(b'"median"', b'"mean"', 1))
+    caplog.clear()
+    ensure_demo_model(home, load=load, train=train)
+    assert len(loads) == 4
+    assert f"sha256 of {spec_file}" in caplog.text and "reusing" not in caplog.text
+    (version_dir / "reference_profile.json").unlink()
+    ensure_demo_model(home, load=load, train=train)
+    assert len(loads) == 5
+    assert sorted(p.name for p in version_dir.iterdir()) == VERSION_FILES
+
+    # a version from before feature specs (no spec files, none recorded) is stale
+    evaluation_file = version_dir / "evaluation.json"
+    old = json.loads(evaluation_file.read_text())
+    del old["feature_spec_sha256"], old["reference_profile_sha256"]
+    evaluation_file.write_text(json.dumps(old))
+    spec_file.unlink()
+    (version_dir / "reference_profile.json").unlink()
+    caplog.clear()
+    ensure_demo_model(home, load=load, train=train)
+    assert len(loads) == 6
+    assert "records no feature_spec_sha256" in caplog.text
+    assert sorted(p.name for p in version_dir.iterdir()) == VERSION_FILES
+
+    # recorded and intact but unreadable by this build (say, an older schema): retrained
+    spec_file.write_text('{"schema": "osprey.feature_spec/0", "columns": []}')
+    current = json.loads(evaluation_file.read_text())
+    current["feature_spec_sha256"] = sha256(spec_file)
+    evaluation_file.write_text(json.dumps(current))
+    caplog.clear()
+    ensure_demo_model(home, load=load, train=train)
+    assert len(loads) == 7
+    assert "feature documents do not load" in caplog.text
+    FeatureSpec.from_json(spec_file.read_bytes())
+
+    # and a reused version is verified by all its hashes
+    caplog.clear()
+    ensure_demo_model(home, load=load, train=train)
+    assert len(loads) == 7 and "reusing" in caplog.text
     assert hidden_entries(version_dir.parent) == []
 
 
