@@ -82,7 +82,7 @@ sanitize: install
 	cp -r native setup.py pyproject.toml $(ASAN_TREE)/ && \
 	cp -r tests/__init__.py tests/native $(ASAN_TREE)/tests/ && \
 	rm -f $(ASAN_TREE)/native/*.so $(ASAN_TREE)/native/*.c && \
-	cd $(ASAN_TREE) && OSPREY_SANITIZE=address $(abspath $(BIN))/python setup.py -q build_ext --inplace > build.log 2>&1 && \
+	cd $(ASAN_TREE) && { OSPREY_SANITIZE=address $(abspath $(BIN))/python setup.py -q build_ext --inplace > build.log 2>&1 || { cat build.log; exit 1; }; } && \
 	ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIB) $(abspath $(BIN))/python -m pytest -p no:cacheprovider -q tests/native && \
 	if ASAN_OPTIONS=detect_leaks=0 LD_PRELOAD=$(ASAN_LIB) $(abspath $(BIN))/python -c \
 	   "from native import _asan_probe; _asan_probe.read_past_end(16)" 2> probe.log; then \
