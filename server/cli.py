@@ -93,7 +93,8 @@ def _demo(args: argparse.Namespace) -> int:
     evaluation = json.loads((version_dir / "evaluation.json").read_text())
     log.info(
         "demo model %s: AUPRC %.3f on the held-out last 12 hours; serving it as 'fraud' "
-        "(input 'features' FP32 [N, 29]; outputs 'fraud_score', 'fraud_decision')",
+        "(inputs: the raw columns V1..V28, Amount as FP32 [N, 1]; outputs 'fraud_score', "
+        "'fraud_decision')",
         version_dir,
         evaluation["auprc"],
     )
