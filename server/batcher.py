@@ -401,7 +401,7 @@ class DynamicBatcher:
         sketched = 0
         if self.features is not None:
             self.features.commit(instance, transformed)  # it succeeded: keep its counts
-            sketched = transformed
+            sketched = transformed if self.features.sketching else 0
         t3 = time.perf_counter_ns()
         return split, ExecutionTiming(rows, t1 - t0, t2 - t1, t3 - t2, sketched)
 

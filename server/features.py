@@ -141,7 +141,12 @@ class FeatureTransform:
     """The compiled feature spec of one version, its public inputs and drift counts."""
 
     def __init__(
-        self, where: str, spec: FeatureSpec, profile: ReferenceProfile, model: OnnxModel
+        self,
+        where: str,
+        spec: FeatureSpec,
+        profile: ReferenceProfile,
+        model: OnnxModel,
+        sketch: bool = True,
     ) -> None:
         try:
             self.plan = compile_plan(spec, profile)
@@ -163,11 +168,17 @@ class FeatureTransform:
         self.max_bytes = {
             name: int(self.plan.max_bytes[c]) for c, name in enumerate(self.plan.column_names)
         }
-        self.drift = DriftSketch(self.plan, len(model.sessions))
+        # None: the model's config.json says "drift_sketch": false (no counting at all).
+        self.drift = DriftSketch(self.plan, len(model.sessions)) if sketch else None
+
+    @property
+    def sketching(self) -> bool:
+        """Whether served rows are counted into the drift sketch."""
+        return self.drift is not None
 
     @classmethod
     def load(
-        cls, name: str, version: int, files: FeatureFiles, model: OnnxModel
+        cls, name: str, version: int, files: FeatureFiles, model: OnnxModel, sketch: bool = True
     ) -> FeatureTransform:
         """Read, validate and compile a version's spec and profile (ModelLoadError)."""
         where = f"model '{name}' version {version}"
@@ -189,7 +200,7 @@ class FeatureTransform:
             profile = ReferenceProfile.from_json(profile_text)
         except DocumentError as exc:
             raise ModelLoadError(f"{where}: {files.profile}: {exc}") from None
-        return cls(where, spec, profile, model)
+        return cls(where, spec, profile, model, sketch)
 
     @staticmethod
     def _check_model_input(where: str, model: OnnxModel, width: int) -> str:
@@ -279,16 +290,19 @@ class FeatureTransform:
                 else:
                     columns[name], offsets = pack.pack(values)
         try:
-            matrix, _ = transform(
-                self.plan, columns, rows, counts=self.drift.batch_counts(instance)
-            )
+            if self.drift is None:
+                matrix, _ = transform(self.plan, columns, rows, sketch=False)
+            else:
+                scratch = self.drift.batch_counts(instance)
+                matrix, _ = transform(self.plan, columns, rows, counts=scratch)
         except ColumnError as exc:
             raise InvalidColumn(exc.column, str(exc)) from None
         return {self.model_input: matrix}, offsets, rows
 
     def commit(self, instance: int, rows: int) -> None:
         """The batch ``prepare`` counted has succeeded: add its counts to the window."""
-        self.drift.commit(instance, rows)
+        if self.drift is not None:
+            self.drift.commit(instance, rows)
 
     def example_feeds(self, rows: int) -> dict[str, np.ndarray]:
         """Warmup feeds: ``rows`` rows of zeros and empty strings, through the transform
@@ -302,6 +316,9 @@ class FeatureTransform:
         matrix, _ = transform(self.plan, columns, rows, sketch=False)
         return {self.model_input: matrix}
 
-    def drift_counts(self, model: str, version: int) -> DriftCounts:
+    def drift_counts(self, model: str, version: int) -> DriftCounts | None:
+        """The counts so far (None when the version does not sketch)."""
+        if self.drift is None:
+            return None
         rows, counts = self.drift.snapshot()
         return DriftCounts(model, version, rows, counts, self.profile)

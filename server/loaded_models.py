@@ -56,7 +56,8 @@ class ServedVersion:
         return self.features.inputs if self.features is not None else self.model.inputs
 
     def drift_counts(self) -> DriftCounts | None:
-        """The drift counts of every row served so far (None without a feature spec)."""
+        """The drift counts of every row served so far (None without a feature spec, or
+        with ``"drift_sketch": false``)."""
         if self.features is None:
             return None
         return self.features.drift_counts(self.name, self.version)
@@ -237,7 +238,7 @@ class LoadedModels:
                     definition.features.get(version),
                 )
                 metrics = self.metrics.for_version(
-                    definition.name, version, sketched=features is not None
+                    definition.name, version, sketched=features is not None and features.sketching
                 )
                 stats = VersionStats(metrics, definition.name, version)
                 built[version] = ServedVersion(
@@ -263,11 +264,11 @@ class LoadedModels:
         if files is None:
             model.warmup()
             return model, None
-        features = FeatureTransform.load(name, version, files, model)
+        features = FeatureTransform.load(name, version, files, model, settings.drift_sketch)
         model.warmup(features.example_feeds)
         log.info(
             "model '%s' version %d: feature spec of %d raw column(s) -> %d features into "
-            "ONNX input '%s' (transform: %s), drift over %d bins",
+            "ONNX input '%s' (transform: %s), drift over %d bins%s",
             name,
             version,
             len(features.inputs),
@@ -275,6 +276,7 @@ class LoadedModels:
             features.model_input,
             "Cython kernel" if TRANSFORM_EXTENSION else "NumPy twin",
             features.plan.n_bins,
+            "" if features.sketching else " (not counted: drift_sketch is false)",
         )
         return model, features
 

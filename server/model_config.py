@@ -13,6 +13,7 @@ Example (every key optional; these are the defaults except the last two)::
       "intra_op_threads": 1,
       "execution_providers": ["cuda", "cpu"],
       "warmup_batch_sizes": [1],
+      "drift_sketch": true,           # feature-spec versions count drift bins per row
       "version_policy": {"latest": 1},   # or {"all": true} or {"specific": [1, 3]}
       "score_output": "fraud_score",
       "decision": {"output": "fraud_decision", "threshold": 0.5}
@@ -79,6 +80,7 @@ class ModelSettings:
     intra_op_threads: int = 1
     execution_providers: tuple[str, ...] = PROVIDERS
     warmup_batch_sizes: tuple[int, ...] = (1,)
+    drift_sketch: bool = True
     version_policy: VersionPolicy = field(default_factory=VersionPolicy)
     score_output: str | None = None
     decision: Decision | None = None
@@ -169,6 +171,9 @@ def parse_model_settings(data: Any, where: str) -> ModelSettings:
         raise ConfigError(
             f"{where}: 'warmup_batch_sizes' must be a list of positive integers, got {warmup!r}"
         )
+    drift_sketch = data.get("drift_sketch", d.drift_sketch)
+    if not isinstance(drift_sketch, bool):
+        raise ConfigError(f"{where}: 'drift_sketch' must be true or false, got {drift_sketch!r}")
     score = data.get("score_output")
     if score is not None and not isinstance(score, str):
         raise ConfigError(f"{where}: 'score_output' must be a string, got {score!r}")
@@ -185,6 +190,7 @@ def parse_model_settings(data: Any, where: str) -> ModelSettings:
         intra_op_threads=_int(data, "intra_op_threads", d.intra_op_threads, 1, where),
         execution_providers=tuple(providers),
         warmup_batch_sizes=tuple(warmup),
+        drift_sketch=drift_sketch,
         version_policy=_policy(data["version_policy"], where)
         if "version_policy" in data
         else d.version_policy,

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import ast
-import inspect
 import math
 import os
 import subprocess
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -78,24 +75,6 @@ def test_no_extensions_switch_forces_the_twin() -> None:
         capture_output=True, text=True, check=True,
     ).stdout.split()
     assert out == ["False", "native.sketch_py"]
-
-
-def test_stub_matches_the_twin() -> None:
-    """``_sketch.pyi`` declares exactly the extension's functions, with the twin's parameters."""
-    stub = ast.parse(Path(sketch_py.__file__).with_name("_sketch.pyi").read_text())
-    declared = {node.name: node for node in stub.body if isinstance(node, ast.FunctionDef)}
-    public = {n for n in dir(_c()) if not n.startswith("_") and callable(getattr(_c(), n))}
-    public -= {"Chi2Result", "Chi2Rows"}  # re-exported from the twin, typed there
-    assert set(declared) == public
-    for name, node in declared.items():
-        params = inspect.signature(getattr(sketch_py, name)).parameters
-        assert [a.arg for a in node.args.args] == list(params), name
-        defaults = [p for p in params.values() if p.default is not inspect.Parameter.empty]
-        assert len(node.args.defaults) == len(defaults), name
-        c_params = inspect.signature(getattr(_c(), name)).parameters
-        assert list(c_params) == list(params), name
-        for p in defaults:
-            assert c_params[p.name].default == p.default, name
 
 
 # -- golden values, computed by hand ----------------------------------------------------

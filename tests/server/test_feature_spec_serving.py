@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
+from prometheus_client import generate_latest
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from native import transform_py
@@ -534,3 +535,35 @@ def test_drift_counts_method_equals_the_twin(tmp_path: Path, fitted: Fitted) -> 
     per_feature = drift.per_feature()
     assert list(per_feature) == list(COLUMNS)
     assert all(int(c.sum()) == drift.rows for c in per_feature.values())
+
+
+def test_drift_sketch_false_transforms_without_counting(tmp_path: Path, fitted: Fitted) -> None:
+    """``"drift_sketch": false``: the same answers, no counts, no drift metric series."""
+    from server.loaded_models import LoadedModels
+    from server.metrics import ServerMetrics
+    from server.model_source import RepositoryFolder
+
+    write_spec_model(tmp_path, MODEL, fitted, config={**CONFIG, "drift_sketch": False})
+    rows = make_rows(7, seed=41)
+    session = ort.InferenceSession(str(tmp_path / MODEL / "1" / "model.onnx"))
+
+    async def serve() -> Any:
+        metrics = ServerMetrics()
+        models = LoadedModels(RepositoryFolder(tmp_path), metrics)
+        await models.load(MODEL)
+        version = models.get(MODEL)
+        try:
+            assert version.features is not None and not version.features.sketching
+            assert version.drift_counts() is None
+            outputs = await version.batcher.infer(twin_columns(rows), 7, 0, None)
+            assert version.drift_counts() is None
+            return outputs, generate_latest(metrics.registry).decode()
+        finally:
+            await models.close()
+
+    outputs, text = asyncio.run(serve())
+    want_features, want_score = expected(fitted, session, rows)
+    assert same_bits(outputs["FEATURES"], want_features)
+    assert same_bits(outputs["SCORE"], want_score)
+    assert "osprey_request_duration_seconds" in text  # the registry is the server's
+    assert not any(line.startswith(DRIFT_METRIC + "{") for line in text.splitlines())

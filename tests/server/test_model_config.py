@@ -39,6 +39,7 @@ def test_defaults() -> None:
     assert s.warmup_batch_sizes == (1,)
     assert s.version_policy == VersionPolicy(latest=1)
     assert s.score_output is None and s.decision is None
+    assert s.drift_sketch is True
     assert s.batching is True
     assert parse({"max_batch_size": 0}).batching is False
 
@@ -55,6 +56,7 @@ def test_every_key(tmp_path: Path) -> None:
         "intra_op_threads": 2,
         "execution_providers": ["cpu"],
         "warmup_batch_sizes": [1, 8, 64],
+        "drift_sketch": False,
         "version_policy": {"specific": [3, 1, 3]},
         "score_output": "fraud_score",
         "decision": {"output": "fraud_decision", "threshold": 0.5},
@@ -68,6 +70,7 @@ def test_every_key(tmp_path: Path) -> None:
     assert s.intra_op_threads == 2
     assert s.execution_providers == ("cpu",)
     assert s.warmup_batch_sizes == (1, 8, 64)
+    assert s.drift_sketch is False
     assert s.version_policy.specific == (1, 3)
     assert s.score_output == "fraud_score"
     assert s.decision == Decision(output="fraud_decision", threshold=0.5)
@@ -180,3 +183,9 @@ def test_version_policy_parsed_and_described() -> None:
     picked = parse({"version_policy": {"specific": [3, 1]}}).version_policy
     assert picked.describe() == "specific 1,3"
     assert picked.select([1, 2, 3, 4]) == [1, 3]
+
+
+@pytest.mark.parametrize("value", [0, 1, "false", None, [True]])
+def test_drift_sketch_must_be_a_boolean(value: Any) -> None:
+    with pytest.raises(ConfigError, match=f"{WHERE}: 'drift_sketch' must be true or false"):
+        parse({"drift_sketch": value})
