@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--count", type=int, required=True)
     worker.add_argument("--run-dir", type=Path, required=True)
     worker.set_defaults(run=_worker)
+    from registry.cli import add_commands
+
+    add_commands(sub)
     return parser
 
 

@@ -52,6 +52,11 @@ class ServerConfig:
     admin_token_file: Path | None = None  # bearer token for control RPCs (mode 0600)
     admin_subjects: str = ""  # comma-separated client-certificate CNs allowed control RPCs
     client_token_file: Path | None = None  # bearer token inference RPCs then require
+    # The model registry (registry/; README "Deploying versions").
+    database_url: str = ""  # empty: sqlite:///<home>/osprey.db
+    artifact_store: str = "local"  # local (<home>/artifacts) | sql (in the database)
+    registry_poll_seconds: float = 2.0  # how often a server re-reads the deployments
+    rollback_window_seconds: float = 600.0  # the previous stable version stays loaded
 
     @property
     def models_path(self) -> Path:
@@ -132,6 +137,19 @@ def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) ->
             raise ConfigError(
                 f"{key('host')} must be an IP address or 'localhost', got {config.host!r}"
             ) from None
+    if config.artifact_store not in ("local", "sql"):
+        raise ConfigError(
+            f"{key('artifact_store')} must be 'local' or 'sql', got {config.artifact_store!r}"
+        )
+    if not 0.05 <= config.registry_poll_seconds <= 3600:
+        raise ConfigError(
+            f"{key('registry_poll_seconds')} must be between 0.05 and 3600, got "
+            f"{config.registry_poll_seconds}"
+        )
+    if config.rollback_window_seconds < 0:
+        raise ConfigError(
+            f"{key('rollback_window_seconds')} must be >= 0, got {config.rollback_window_seconds}"
+        )
     validate_tls_settings(config, key)
     validate_auth_settings(config, key)
     return dataclasses.replace(config, log_level=config.log_level.upper())

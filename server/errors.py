@@ -110,3 +110,21 @@ class ConfigError(OspreyError):
 
 class AddressInUse(ConfigError):
     """The port is already served by another process."""
+
+
+class Conflict(OspreyError):
+    """A concurrent change won: the caller's view is stale; re-read and retry."""
+
+    reason = "REJECTED"
+
+
+class PreconditionFailed(OspreyError):
+    """The system is not in a state that allows the operation (named in the message)."""
+
+    reason = "REJECTED"
+
+
+class StoreUnavailable(OspreyError):
+    """The database (or another store Osprey depends on) cannot be reached now."""
+
+    reason = "REJECTED"

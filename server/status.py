@@ -25,6 +25,9 @@ _CODES: dict[type[errors.OspreyError], grpc.StatusCode] = {
     errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
     errors.ConfigError: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.Conflict: grpc.StatusCode.ABORTED,
+    errors.PreconditionFailed: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.StoreUnavailable: grpc.StatusCode.UNAVAILABLE,
 }
 
 
