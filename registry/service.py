@@ -315,7 +315,7 @@ class Registry:
             running = repo.running_rollout(session, model)
             if running is not None:
                 raise RolloutInProgress(
-                    f"model '{name}' has a {running.strategy} rollout of version "
+                    f"model '{name}' has a {_label(running.strategy)} rollout of version "
                     f"{running.candidate_version} running (started by {running.started_by}); "
                     f"promote or abort it first (`osprey rollout promote|abort {name}`)"
                 )
@@ -358,7 +358,7 @@ class Registry:
                 running = repo.running_rollout(session, model)
                 if running is not None:
                     raise RolloutInProgress(
-                        f"model '{name}' already has a {running.strategy} rollout of version "
+                        f"model '{name}' already has a {_label(running.strategy)} rollout of version "
                         f"{running.candidate_version} running (started by "
                         f"{running.started_by} at {running.started_at:%Y-%m-%d %H:%M:%S} UTC); "
                         f"promote or abort it first"
@@ -696,6 +696,11 @@ class Registry:
             before=before.state(), after={**after.state(), **(extra or {})},
         )
         return after
+
+
+def _label(strategy: str) -> str:
+    """How the CLI spells a strategy (blue-green, canary, shadow)."""
+    return strategy.replace("_", "-")
 
 
 def _check_weight(weight: int) -> None:
