@@ -5,7 +5,8 @@ reference profile when present) is registered in folder order; the model's
 ``config.json`` becomes its settings. A version whose artifact (sha256) and
 feature spec are already registered for the model is not registered twice, so
 importing the same folder again changes nothing. For a model without a stable
-version, the newest version its version policy selects becomes stable.
+version, the newest version its version policy selects becomes stable. A version's
+``evaluation.json`` (written by the trainer) becomes its metrics.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from server.model_source import CONFIG_FILE, RepositoryFolder
 from .artifacts import sha256_of
 from .errors import InvalidArtifact, UnknownModel
 from .service import NewVersion, Registry
+
+EVALUATION_FILE = "evaluation.json"
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ def import_repository(
                 name, onnx_path, actor=actor, reason=f"{reason} (imported from {version_dir})",
                 settings=settings,
                 new=NewVersion(feature_spec=spec, reference_profile=profile,
+                               metrics=_metrics(version_dir / EVALUATION_FILE),
                                tags={"imported_from": str(version_dir.resolve())}),
             )
             known[key] = record.version
@@ -89,6 +93,12 @@ def _settings(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidArtifact(f"{path}: expected a JSON object")
     return data
+
+
+def _metrics(path: Path) -> dict[str, Any]:
+    """A version folder's ``evaluation.json`` (what the trainer writes), as metrics."""
+    data = _settings(path)
+    return {k: v for k, v in data.items() if isinstance(v, int | float | str | bool)}
 
 
 def _text(path: Path) -> str | None:

@@ -7,6 +7,7 @@ command that fixes it (``SchemaOutOfDate``).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -37,6 +38,7 @@ def head() -> str:
 
 def current(db: Database) -> str | None:
     """The revision the database is at (None: never migrated)."""
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     with db.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

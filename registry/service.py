@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -56,7 +56,17 @@ from .errors import (
     SignatureChanged,
     VersionRejected,
 )
-from .models import MODES, Deployment, Model, ModelVersion, Replica, Rollout, VersionTag, utcnow
+from .models import (
+    MODES,
+    Deployment,
+    Model,
+    ModelVersion,
+    Replica,
+    Rollout,
+    ShadowResult,
+    VersionTag,
+    utcnow,
+)
 from .records import (
     DeploymentRecord,
     EventRecord,
@@ -69,6 +79,7 @@ from .records import (
 from .validation import signature_difference, validate_version
 
 DEFAULT_CANARY_STEPS = (10, 25, 50)
+NOTIFY_CHANNEL = "osprey_deployments"  # PostgreSQL: replicas LISTEN for changes
 DEFAULT_SHADOW_WEIGHT = 100
 REPLICA_LIVE_SECONDS = 30.0
 
@@ -358,8 +369,8 @@ class Registry:
                 running = repo.running_rollout(session, model)
                 if running is not None:
                     raise RolloutInProgress(
-                        f"model '{name}' already has a {_label(running.strategy)} rollout of version "
-                        f"{running.candidate_version} running (started by "
+                        f"model '{name}' already has a {_label(running.strategy)} rollout of "
+                        f"version {running.candidate_version} running (started by "
                         f"{running.started_by} at {running.started_at:%Y-%m-%d %H:%M:%S} UTC); "
                         f"promote or abort it first"
                     )
@@ -569,6 +580,32 @@ class Registry:
             ).all()
             return [RolloutRecord.of(name, r) for r in rows]
 
+    def record_event(
+        self, name: str, kind: str, *, actor: str, reason: str, version: int | None = None
+    ) -> None:
+        """Append an event that changes nothing else (e.g. a replica's load failure)."""
+        with self.db.write() as session:
+            repo.add_event(session, actor=actor, model=name, kind=kind, reason=reason,
+                           version=version)
+
+    def record_shadow_results(self, results: list[dict[str, Any]]) -> None:
+        """Store shadow answers: dicts with decision_id, model, version, outputs,
+        latency_ms (one transaction)."""
+        if not results:
+            return
+        now = utcnow()
+        with self.db.write() as session:
+            session.execute(insert(ShadowResult), [{**r, "at": now} for r in results])
+
+    def shadow_results(self, name: str, limit: int = 1000) -> list[dict[str, Any]]:
+        with self.db.read() as session:
+            rows = session.scalars(
+                select(ShadowResult).where(ShadowResult.model == name)
+                .order_by(ShadowResult.id.desc()).limit(limit)
+            ).all()
+            return [{"decision_id": r.decision_id, "version": r.version, "outputs": r.outputs,
+                     "latency_ms": r.latency_ms, "at": r.at} for r in rows]
+
     # -- replicas ----------------------------------------------------------------------
 
     def heartbeat(
@@ -691,6 +728,9 @@ class Registry:
                 f"`osprey rollout status {model.name}` and retry"
             )
         after = DeploymentRecord.of(model.name, repo.deployment_of(session, model))
+        if session.get_bind().dialect.name == "postgresql":
+            # A wake-up for the replicas, delivered when this transaction commits.
+            session.execute(select(func.pg_notify(NOTIFY_CHANNEL, model.name)))
         repo.add_event(
             session, actor=actor, model=model.name, version=version, kind=kind, reason=reason,
             before=before.state(), after={**after.state(), **(extra or {})},

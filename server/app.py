@@ -1,5 +1,9 @@
 """Server lifecycle: bind, load and warm models, serve, drain on SIGTERM.
 
+The model source is the SQL registry (``server.registry_source``: the deployed
+versions, followed while serving) unless ``--model-repository`` names a Triton-style
+folder, which is then served as it is.
+
 Start-up: gRPC binds first (live, not ready), then every model of the source is
 loaded and warmed; only then do ServerReady and the health service say SERVING and
 the ready line is printed. Shutdown (SIGTERM/SIGINT): health NOT_SERVING → stop
@@ -11,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import signal
 import sys
@@ -22,6 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import start_http_server
 
+from registry.db import describe
+from registry.service import Registry
+
 from .auth import AuthInterceptor, Authorizer
 from .config import ServerConfig
 from .errors import AddressInUse
@@ -32,13 +40,28 @@ from .model_source import ModelSource, RepositoryFolder
 from .peers import WorkerGroup, worker_socket
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
+from .registry_source import RegistrySource, RegistryWatcher
 from .servicer import InferenceServicer
+from .shadow import ShadowResult, ShadowRunner
 from .tls import ReloadingServerCredentials, is_loopback
 
 log = logging.getLogger("osprey.server")
 
 INFERENCE_SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name
 READY_LINE = "osprey ready: grpc={grpc} metrics={metrics}"
+# NOT_SERVING while the registry database cannot be reached (the server still serves
+# its last deployment): the "degraded" signal for probes and dashboards.
+REGISTRY_HEALTH_SERVICE = "osprey.registry"
+
+
+class _RegistryShadowSink:
+    """Shadow answers into the registry's ``shadow_results`` table."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def write(self, results: list[ShadowResult]) -> None:
+        self.registry.record_shadow_results([dataclasses.asdict(r) for r in results])
 
 
 def model_health_name(model: str) -> str:
@@ -112,11 +135,21 @@ class OspreyServer:
         self.config = config
         self.group = group or WorkerGroup.single()
         self._peer_server: grpc.aio.Server | None = None
-        self.source = source or RepositoryFolder(config.models_path)
         self.metrics = ServerMetrics()
         self.health = HealthService()
+        self.watcher: RegistryWatcher | None = None
+        self.shadow: ShadowRunner | None = None
+        if source is None and config.model_repository is None:
+            source = self._registry_source(config)
+        self.source = source or RepositoryFolder(config.models_path)
         self.models = LoadedModels(self.source, self.metrics, self._model_readiness)
-        self.core = InferenceCore(self.models)
+        if isinstance(self.source, RegistrySource):
+            self.watcher = RegistryWatcher(
+                self.source, self.models, config.registry_poll_seconds, self._registry_reachable
+            )
+            self.shadow = ShadowRunner(_RegistryShadowSink(self.source.registry),
+                                       self.metrics.shadow_dropped_inc)
+        self.core = InferenceCore(self.models, self.shadow)
         self.ready = False
         self.grpc_port = 0
         self.metrics_port = 0
@@ -126,6 +159,25 @@ class OspreyServer:
         # Read (and checked) before anything binds: a bad token or certificate stops here.
         self.authorizer = Authorizer.from_config(config)
         self.tls = ReloadingServerCredentials.from_config(config)
+
+    @staticmethod
+    def _registry_source(config: ServerConfig) -> RegistrySource:
+        """Serve what the registry deploys (the schema must be this code's)."""
+        from registry.cli import open_registry
+
+        registry = open_registry(config)
+        log.info("model source: registry %s (artifacts: %s store)",
+                 describe(registry.db.url), config.artifact_store)
+        return RegistrySource(registry, config.home / "registry-cache",
+                              config.rollback_window_seconds)
+
+    def _registry_reachable(self, reachable: bool) -> None:
+        self.metrics.registry_up.set(1 if reachable else 0)
+        status = health_pb2.HealthCheckResponse
+        task = asyncio.get_running_loop().create_task(self.health.set(
+            REGISTRY_HEALTH_SERVICE, status.SERVING if reachable else status.NOT_SERVING))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _model_readiness(self, name: str, ready: bool) -> None:
         serving = health_pb2.HealthCheckResponse
@@ -200,8 +252,12 @@ class OspreyServer:
             "gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port
         )
         self._log_security()
-        for name in self.source.model_names():
-            await self.models.load(name)
+        if self.watcher is not None:
+            await self.watcher.start()
+            self._registry_reachable(True)
+        else:
+            for name in self.source.model_names():
+                await self.models.load(name)
         self.ready = True
         await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.SERVING)
@@ -240,6 +296,10 @@ class OspreyServer:
         if self._peer_server is not None:
             await self._peer_server.stop(self.config.grace_seconds)
         await self.group.close()
+        if self.watcher is not None:
+            await self.watcher.stop()
+        if self.shadow is not None:
+            await self.shadow.close()
         await self.models.close()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()

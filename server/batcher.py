@@ -415,6 +415,11 @@ class DynamicBatcher:
     def pending(self) -> int:
         return self._queued
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for a batch now."""
+        return self._queued
+
     async def close(self, drain: bool = True) -> None:
         """Stop accepting; finish queued and running work (or cancel it), then stop."""
         self._closing = True

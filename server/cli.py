@@ -20,7 +20,9 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--config", type=Path, help="TOML config file (default: $OSPREY_HOME/osprey.toml)")
     add("--home", help="data folder for models and local state (default ~/.osprey)")
-    add("--model-repository", help="model repository folder (default $OSPREY_HOME/models)")
+    add("--model-repository",
+        help="serve this Triton-style model repository folder as it is, instead of what "
+             "the registry deploys")
     add("--host", help="address to bind (default 127.0.0.1)")
     add("--grpc-port", help="gRPC port (default 8001; 0 picks a free one)")
     add("--metrics-port", help="Prometheus port (default 8002; 0 picks a free one)")
@@ -43,6 +45,13 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
         help="comma-separated client-certificate CNs allowed to call control RPCs (mutual TLS)")
     add("--client-token-file",
         help="file (mode 0600) holding a bearer token that inference RPCs then require")
+    add("--database-url",
+        help="registry database served from (default sqlite:///$OSPREY_HOME/osprey.db); "
+             "ignored with --model-repository")
+    add("--artifact-store", help="where registered artifacts live: local (default) or sql")
+    add("--registry-poll-seconds", help="how often deployments are re-read (default 2)")
+    add("--rollback-window-seconds",
+        help="how long a replaced stable version stays loaded for rollbacks (default 600)")
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
@@ -98,10 +107,35 @@ def _demo(args: argparse.Namespace) -> int:
         version_dir,
         evaluation["auprc"],
     )
+    if config.model_repository is None:
+        _register_demo(config)
     config = with_demo_admin_token(config)
     if config.workers > 1:
         return _supervise(config)
     return serve(config)
+
+
+def _register_demo(config: ServerConfig) -> None:
+    """Put the demo model in the registry (the embedded SQLite one by default) and make
+    it stable there, once; the server then serves it from the registry."""
+    from registry import migrate
+    from registry.cli import open_database
+    from registry.db import describe
+    from registry.importer import import_repository
+    from registry.service import Registry
+
+    db = open_database(config)
+    migrate.upgrade(db)
+    registry = Registry(db, config.home, config.artifact_store)
+    imported = import_repository(registry, config.models_path, actor="osprey demo",
+                                 reason="osprey demo: the fraud model trained on the ULB data")
+    for item in imported:
+        log.info(
+            "registry %s: %s folder version %d is version %d%s%s", describe(db.url), item.model,
+            item.source_version, item.version, " (new)" if item.new else "",
+            ", stable" if item.stable else "",
+        )
+    db.dispose()
 
 
 def build_parser() -> argparse.ArgumentParser:

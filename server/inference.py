@@ -15,9 +15,11 @@ import numpy as np
 
 from native import bytes_codec
 
-from .errors import InvalidColumn, InvalidInput
+from .errors import InvalidColumn, InvalidInput, ModelNotReady
 from .ids import uuid7
 from .loaded_models import LoadedModels, ServedVersion
+from .router import ROUTING_KEY_PARAMETER, routing_key
+from .shadow import ShadowRunner
 from .status import failure_reason
 from .tensors import DATATYPES, from_contents, from_raw
 
@@ -114,6 +116,7 @@ class InferenceResult:
     id: str
     decision_id: str
     outputs: tuple[OutputTensor, ...]
+    route: str = "stable"  # stable | canary (shadow copies never answer)
 
 
 def _int_parameter(params: dict[str, Any], key: str, minimum: int) -> int | None:
@@ -128,22 +131,57 @@ def _int_parameter(params: dict[str, Any], key: str, minimum: int) -> int | None
 
 
 class InferenceCore:
-    """Runs inference requests against the loaded models."""
+    """Runs inference requests against the loaded models.
 
-    def __init__(self, models: LoadedModels) -> None:
+    A request that names no version is routed by the model's deployment
+    (``LoadedModels.choose``, by routing key); one that names a version gets it.
+    A shadow copy, when the route says so, starts after the answer is ready and
+    never delays or fails it (``server.shadow``).
+    """
+
+    def __init__(self, models: LoadedModels, shadow: ShadowRunner | None = None) -> None:
         self.models = models
+        self.shadow = shadow
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
-        served = self.models.get(request.model_name, request.model_version)
+        decision_id = str(uuid7())
+        served, shadow, route = self._route(request, decision_id)
+        try:
+            result = await self._counted(served, request, decision_id, route)
+        except ModelNotReady:
+            if not served.retired or request.model_version:
+                raise
+            # The version was swapped out between routing and queueing: route again.
+            served, shadow, route = self._route(request, decision_id)
+            result = await self._counted(served, request, decision_id, route)
+        if shadow is not None and self.shadow is not None:
+            self.shadow.submit(shadow, decision_id, lambda: self._shadow_copy(shadow, request))
+        return result
+
+    def _route(
+        self, request: InferenceRequest, decision_id: str
+    ) -> tuple[ServedVersion, ServedVersion | None, str]:
+        if request.model_version:
+            return self.models.get(request.model_name, request.model_version), None, "stable"
+        key = routing_key(request.parameters.get(ROUTING_KEY_PARAMETER), request.id, decision_id)
+        return self.models.choose(request.model_name, key)
+
+    async def _counted(
+        self, served: ServedVersion, request: InferenceRequest, decision_id: str, route: str
+    ) -> InferenceResult:
         if served.features is None:
             # A plain model takes BYTES as text: decode them now, refusing a malformed
             # tensor before the request counts against the model (as the converter did).
             for tensor in request.inputs:
                 tensor.decode()
         try:
-            result = await self._infer(served, request)
+            result = await self._infer(served, request, decision_id, route)
         except asyncio.CancelledError:
             served.stats.failed(time.perf_counter_ns() - request.received_ns, "CANCELED")
+            raise
+        except ModelNotReady:
+            if not served.retired:
+                served.stats.failed(time.perf_counter_ns() - request.received_ns, "REJECTED")
             raise
         except Exception as exc:
             served.stats.failed(time.perf_counter_ns() - request.received_ns, failure_reason(exc))
@@ -151,7 +189,9 @@ class InferenceCore:
         served.stats.succeeded(time.perf_counter_ns() - request.received_ns)
         return result
 
-    async def _infer(self, served: ServedVersion, request: InferenceRequest) -> InferenceResult:
+    async def _infer(
+        self, served: ServedVersion, request: InferenceRequest, decision_id: str, route: str
+    ) -> InferenceResult:
         if served.features is None:
             feeds, rows = self._validate_inputs(served, request)
         else:
@@ -169,9 +209,23 @@ class InferenceCore:
             model_name=served.name,
             model_version=str(served.version),
             id=request.id,
-            decision_id=str(uuid7()),
+            decision_id=decision_id,
             outputs=tuple(tensors),
+            route=route,
         )
+
+    async def _shadow_copy(
+        self, served: ServedVersion, request: InferenceRequest
+    ) -> dict[str, np.ndarray]:
+        """The candidate's answer to a mirrored request, at the lowest priority."""
+        if served.features is None:
+            feeds, rows = self._validate_inputs(served, request)
+        else:
+            feeds, rows = self._validate_columns(served, request)
+        lowest = max(served.settings.priority_levels - 1, 0)
+        outputs = await served.batcher.infer(feeds, rows, lowest, None)
+        served.stats.succeeded(time.perf_counter_ns() - request.received_ns)
+        return outputs
 
     @staticmethod
     def _validate_inputs(

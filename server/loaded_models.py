@@ -4,11 +4,18 @@ A (re)load builds every selected version completely (sessions, warmup) off the e
 loop before it swaps them in atomically; if anything fails, whatever served before
 keeps serving and the error names the model and the cause. Replaced or unloaded
 versions drain their queues before their sessions are dropped.
+
+Registry models (content-addressed definitions with a ``Route``) reload
+incrementally: versions whose files and settings did not change are kept as they
+are, new ones are built one by one (one that fails is left out, with why), and
+the route and the version map are swapped together; ``choose`` applies the route
+to each request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -20,6 +27,7 @@ from .features import TRANSFORM_EXTENSION, DriftCounts, FeatureTransform
 from .metrics import ServerMetrics
 from .model_config import ModelSettings
 from .model_source import FeatureFiles, ModelDefinition, ModelSource
+from .router import Route, choose
 from .runtime import OnnxModel, TensorSpec
 from .stats import VersionStats
 
@@ -45,6 +53,9 @@ class ServedVersion:
     batcher: DynamicBatcher
     stats: VersionStats
     features: FeatureTransform | None = None
+    # What it was built from, to tell whether a new definition can keep it.
+    source_key: tuple[object, ...] = ()
+    retired: bool = False
 
     @property
     def settings(self) -> ModelSettings:
@@ -73,6 +84,8 @@ class ModelEntry:
     definition: ModelDefinition | None = None
     versions: dict[int, ServedVersion] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    route: Route | None = None
+    failures: dict[int, str] = field(default_factory=dict)  # version -> why it is not loaded
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,9 @@ class LoadedModels:
                 + ")"
             )
         if not version:
+            route = entry.route
+            if route is not None and route.stable in entry.versions:
+                return entry.versions[route.stable]
             return entry.versions[max(entry.versions)]
         if not version.isdigit():
             raise ModelNotFound(
@@ -130,6 +146,23 @@ class LoadedModels:
                 f"{', '.join(map(str, sorted(entry.versions)))}"
             )
         return served
+
+    def choose(self, name: str, key: str) -> tuple[ServedVersion, ServedVersion | None, str]:
+        """Route a request without a version: (answering version, shadow version or
+        None, route name). A routed version this replica has not loaded (still
+        warming, or failed) falls back to the stable, then to the newest version."""
+        default = self.get(name)
+        entry = self._models[name]
+        if entry.route is None:
+            return default, None, "stable"
+        choice = choose(entry.route, key)
+        served = entry.versions.get(choice.version) if choice.version is not None else None
+        if served is None:
+            served, route_name = default, "stable"
+        else:
+            route_name = choice.route
+        shadow = entry.versions.get(choice.shadow) if choice.shadow is not None else None
+        return served, shadow, route_name
 
     def is_ready(self, name: str, version: str = "") -> bool:
         try:
@@ -173,7 +206,10 @@ class LoadedModels:
             try:
                 if definition is None:
                     definition = self.source.definition(name)
-                built = await self._build(definition)
+                if definition.content_addressed:
+                    built, failures = await self._build_each(definition, entry.versions)
+                else:
+                    built, failures = await self._build(definition), {}
             except OspreyError as exc:
                 if not entry.versions:
                     entry.state, entry.reason = UNAVAILABLE, exc.message
@@ -187,15 +223,17 @@ class LoadedModels:
             old = entry.versions
             entry.versions = built
             entry.definition = definition
+            entry.route = definition.route
+            entry.failures = failures
             entry.state, entry.reason = READY, ""
             self._on_readiness(name, True)
             log.info(
-                "model '%s' serving version(s) %s (policy %s)",
+                "model '%s' serving version(s) %s (%s)",
                 name,
                 ", ".join(map(str, sorted(built))),
-                definition.settings.version_policy.describe(),
+                _describe_route(definition),
             )
-            await self._retire(old.values())
+            await self._retire(v for k, v in old.items() if built.get(k) is not v)
 
     async def unload(self, name: str) -> None:
         """Stop serving ``name``: new requests are refused, queued ones finish."""
@@ -216,6 +254,39 @@ class LoadedModels:
             entry.state = UNAVAILABLE
             self._on_readiness(entry.name, False)
             await self._retire(old.values())
+
+    async def _build_each(
+        self, definition: ModelDefinition, current: dict[int, ServedVersion]
+    ) -> tuple[dict[int, ServedVersion], dict[int, str]]:
+        """Keep loaded versions built from the same files and settings; build the others
+        one by one. A version that fails is left out (with why), the others serve; if
+        none can serve, the model fails to load (and what served before keeps serving)."""
+        built: dict[int, ServedVersion] = {}
+        failures = dict(definition.unavailable)
+        for version, path in sorted(definition.artifacts.items()):
+            key = _source_key(definition, version, path)
+            existing = current.get(version)
+            if existing is not None and existing.source_key == key:
+                built[version] = existing
+                continue
+            single = dataclasses.replace(
+                definition, artifacts={version: path},
+                features={version: definition.features[version]}
+                if version in definition.features else {},
+            )
+            try:
+                built.update(await self._build(single))
+            except OspreyError as exc:
+                failures[version] = exc.message
+                log.error("model '%s' version %d not loaded: %s", definition.name, version,
+                          exc.message)
+        for version, why in definition.unavailable.items():
+            log.error("model '%s' version %d not loaded: %s", definition.name, version, why)
+        if not built:
+            reasons = "; ".join(f"version {v}: {why}" for v, why in sorted(failures.items()))
+            raise ModelLoadError(f"model '{definition.name}': no version could be loaded "
+                                 f"({reasons or 'none selected'})")
+        return built, failures
 
     async def _build(self, definition: ModelDefinition) -> dict[int, ServedVersion]:
         if not definition.artifacts:
@@ -248,6 +319,7 @@ class LoadedModels:
                     DynamicBatcher(model, stats, features),
                     stats,
                     features,
+                    _source_key(definition, version, path),
                 )
         except BaseException:
             await self._retire(built.values())
@@ -282,4 +354,22 @@ class LoadedModels:
 
     async def _retire(self, versions: Iterable[ServedVersion]) -> None:
         for served in list(versions):
+            served.retired = True
             await served.batcher.close(drain=True)
+
+
+def _source_key(definition: ModelDefinition, version: int, path: Path) -> tuple[object, ...]:
+    """What a served version was built from: file, feature files, settings."""
+    return (str(path), definition.features.get(version), definition.settings)
+
+
+def _describe_route(definition: ModelDefinition) -> str:
+    route = definition.route
+    if route is None:
+        return f"policy {definition.settings.version_policy.describe()}"
+    if route.candidate is None:
+        return f"stable {route.stable}, deployment revision {route.revision}"
+    return (
+        f"stable {route.stable}, candidate {route.candidate} ({route.mode}, weight "
+        f"{route.weight} %), deployment revision {route.revision}"
+    )

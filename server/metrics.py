@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric, UnknownMetricFamily
 from prometheus_client.registry import Collector
 
@@ -136,6 +136,21 @@ class ServerMetrics:
             "Rows counted into the drift sketch of a feature-spec version",
             _LABELS, registry=r,
         )
+
+        self.shadow_dropped = Counter(
+            "osprey_shadow_dropped",
+            "Shadow copies not run or not answered (shed under load, or failed)",
+            _LABELS, registry=r,
+        )
+        self.registry_up = Gauge(
+            "osprey_registry_up",
+            "1 while the registry database answers, 0 while the server serves its last "
+            "deployment without it (registry mode only)",
+            registry=r,
+        )
+
+    def shadow_dropped_inc(self, model: str, version: int) -> None:
+        self.shadow_dropped.labels(model, str(version)).inc()
 
     def for_version(self, model: str, version: int, sketched: bool = False) -> VersionMetrics:
         """The metrics of one version; counters survive a reload of the same version.

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from .errors import ModelNotFound
 from .model_config import ModelSettings, load_model_settings
+from .router import Route
 
 MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.json"
@@ -50,6 +51,14 @@ class ModelDefinition:
     available: tuple[int, ...]  # every version present, served or not
     # version -> its feature files, for the served versions that have either file
     features: dict[int, FeatureFiles] = field(default_factory=dict)
+    # The deployment requests without a version are routed by (None: the newest).
+    route: Route | None = None
+    # Artifacts are content-addressed (the registry): a version already loaded from
+    # the same file with the same settings is kept, not rebuilt, and versions load
+    # one by one (one that fails is reported; the others serve).
+    content_addressed: bool = False
+    # version -> why the source could not provide it (e.g. a checksum mismatch)
+    unavailable: dict[int, str] = field(default_factory=dict)
 
 
 class ModelSource(Protocol):

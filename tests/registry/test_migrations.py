@@ -81,7 +81,8 @@ def test_events_are_append_only(fresh: Database) -> None:
             "INSERT INTO registry_events (at, actor, model, kind, reason) "
             "VALUES (CURRENT_TIMESTAMP, 'a', 'm', 'k', 'r')"
         ))
-    for statement in ("UPDATE registry_events SET reason = 'edited'", "DELETE FROM registry_events"):
+    edits = ("UPDATE registry_events SET reason = 'edited'", "DELETE FROM registry_events")
+    for statement in edits:
         with pytest.raises(Exception, match="registry_events is append-only"), \
                 fresh.write() as session:
             session.execute(text(statement))

@@ -143,7 +143,7 @@ def test_refused_transitions(three: Registry, registry: Registry, models: Models
 def test_signature_change_needs_explicit_permission(three: Registry, models: Models) -> None:
     three.register("fraud", models.other(), **WHO)  # v4: other inputs and outputs
     before = three.deployment("fraud")
-    with pytest.raises(SignatureChanged, match="input 'INPUT' removed.*--allow-signature-change"):
+    with pytest.raises(SignatureChanged, match=r"input 'INPUT' removed.*--allow-signature-change"):
         three.start_rollout("fraud", 4, "canary", **WHO)
     with pytest.raises(SignatureChanged):
         three.set_stable("fraud", 4, **WHO)

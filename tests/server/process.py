@@ -26,7 +26,7 @@ class ServerProcess:
 
     def __init__(
         self,
-        repo: Path,
+        repo: Path | None,
         home: Path,
         *args: str,
         env: dict[str, str] | None = None,
@@ -42,10 +42,11 @@ class ServerProcess:
             token_file.write_text(self.admin_token + "\n")
             token_file.chmod(0o600)
             args = (*args, "--admin-token-file", str(token_file))
+        source = ["--model-repository", str(repo)] if repo is not None else []  # None: registry
         cmd = [
             sys.executable, "-m", "server", "serve",
             "--home", str(home),
-            "--model-repository", str(repo),
+            *source,
             "--grpc-port", "0",
             "--metrics-port", "0",
             *args,
