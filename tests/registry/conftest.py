@@ -8,12 +8,9 @@ PostgreSQL fails the run (it is never skipped).
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 from sqlalchemy import text
 
@@ -21,56 +18,10 @@ from registry import migrate
 from registry.db import Database
 from registry.models import Base
 from registry.service import Registry
+from tests.postgres import PgServer
 from tests.server.onnx_models import add_sub_graph, offset_graph, write_model
 
-PG_ADMIN_URL = os.environ.get(
-    "OSPREY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 BACKENDS = ["sqlite", "postgresql"]
-
-
-def _pg_url(database: str) -> str:
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
-
-
-@pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    server = PgServer()
-    try:
-        yield server
-    finally:
-        server.drop_all()
-
-
-class PgServer:
-    """Creates and drops this run's databases on the shared PostgreSQL."""
-
-    def __init__(self) -> None:
-        self.prefix = f"osprey_test_{os.getpid()}_{secrets.token_hex(3)}"
-        self.created: list[str] = []
-        try:
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5):
-                pass
-        except psycopg.OperationalError as exc:
-            pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable: {exc}", pytrace=False)
-
-    def create(self, suffix: str) -> str:
-        name = f"{self.prefix}_{suffix}"
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        self.created.append(name)
-        return _pg_url(name)
-
-    def drop(self, url: str) -> None:
-        name = url.rsplit("/", 1)[1]
-        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        if name in self.created:
-            self.created.remove(name)
-
-    def drop_all(self) -> None:
-        for name in list(self.created):
-            self.drop(_pg_url(name))
 
 
 @pytest.fixture(scope="session")

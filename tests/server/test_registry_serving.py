@@ -1,0 +1,360 @@
+"""Serving from the registry, against real servers and real databases.
+
+Each model version answers OUTPUT = INPUT + its number, so every response says
+which version computed it (and must agree with the ``model_version`` it names).
+Deployment changes are made through ``registry.service.Registry`` in the test
+process, as the CLI does; the servers follow them by polling (every 0.3 s here)
+and, on PostgreSQL, by LISTEN/NOTIFY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
+
+from registry import migrate
+from registry.artifacts import LocalArtifactStore
+from registry.db import Database
+from registry.service import Registry
+from tests.postgres import PgServer
+from tests.tcp_proxy import TcpProxy
+
+from .onnx_models import offset_graph, write_model
+from .process import ServerProcess
+
+POLL = "0.3"
+WHO = {"actor": "test@ops", "reason": "test"}
+CONFIG = {"max_batch_size": 64, "max_queue_delay_us": 500, "warmup_batch_sizes": [1]}
+
+
+@dataclass
+class Deployed:
+    url: str
+    registry: Registry
+    home: Path
+
+    def serve(self, *args: str, url: str | None = None, **kwargs: Any) -> ServerProcess:
+        return ServerProcess(None, self.home, "--database-url", url or self.url,
+                             "--registry-poll-seconds", POLL, *args, **kwargs)
+
+
+def _database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'osprey.db'}"
+    server: PgServer = request.getfixturevalue("pg_server")
+    return server.create(f"serving_{len(server.created)}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def deployed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployed]:
+    """A registry with fraud v1..v3 (answers INPUT + 1, + 2, + 3), v1 stable."""
+    url = _database(str(request.param), tmp_path, request)
+    db = Database(url)
+    migrate.upgrade(db)
+    home = tmp_path / "home"
+    registry = Registry(db, home)
+    for k in (1, 2, 3):
+        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
+        registry.register("fraud", path, settings=CONFIG, **WHO)
+    registry.set_stable("fraud", 1, **WHO)
+    yield Deployed(url, registry, home)
+    db.dispose()
+
+
+def _inputs(x: float = 0.0) -> list[grpcclient.InferInput]:
+    tensor = grpcclient.InferInput("INPUT", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.full((1, 1), x, np.float32))
+    return [tensor]
+
+
+def ask(client: grpcclient.InferenceServerClient, key: str | None = None,
+        request_id: str = "") -> int:
+    """The version that answered (checked against the answer itself)."""
+    params = {"osprey_routing_key": key} if key is not None else None
+    result = client.infer("fraud", _inputs(), parameters=params, request_id=request_id)
+    version = int(result.get_response().model_version)
+    assert float(result.as_numpy("OUTPUT")[0, 0]) == float(version)
+    return version
+
+
+def wait_for(predicate: Any, timeout: float = 20.0, what: str = "") -> None:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+def _all_ready(registry: Registry, version: int, replicas: int) -> bool:
+    live = registry.status("fraud").replicas
+    return len(live) >= replicas and all(
+        version in r.holds["fraud"]["ready"] for r in live)
+
+
+# -- zero downtime --------------------------------------------------------------------
+
+
+@dataclass
+class Answer:
+    sent: float
+    done: float
+    version: int | None
+    error: str | None
+
+
+def _hammer(url: str, stop: threading.Event, out: list[Answer], index: int) -> None:
+    client = grpcclient.InferenceServerClient(url)
+    n = 0
+    try:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                version = ask(client, key=f"client-{index}-{n}")
+                out.append(Answer(sent, time.monotonic(), version, None))
+            except Exception as exc:
+                out.append(Answer(sent, time.monotonic(), None, str(exc)))
+            n += 1
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_blue_green_switch_and_rollback_fail_no_request(deployed: Deployed) -> None:
+    """--workers 2, 8 clients for 30 s; a blue-green switch to v2, then a rollback."""
+    server = deployed.serve("--workers", "2")
+    answers: list[list[Answer]] = [[] for _ in range(8)]
+    stop = threading.Event()
+    threads = [threading.Thread(target=_hammer, args=(server.url, stop, answers[i], i))
+               for i in range(8)]
+    try:
+        start = time.monotonic()
+        for t in threads:
+            t.start()
+        time.sleep(5)
+        deployed.registry.start_rollout("fraud", 2, "blue_green", **WHO)
+        wait_for(lambda: _all_ready(deployed.registry, 2, 2), what="v2 ready on 2 workers")
+        deployed.registry.promote("fraud", **WHO)
+        promoted = time.monotonic()
+        time.sleep(max(0.0, start + 18 - time.monotonic()))
+        deployed.registry.rollback("fraud", **WHO)
+        rolled_back = time.monotonic()
+        time.sleep(max(0.0, start + 31 - time.monotonic()))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        exit_code = server.stop()
+    flat = [a for per in answers for a in per]
+    errors = [a.error for a in flat if a.error is not None]
+    assert not errors, f"{len(errors)} failed requests, e.g. {errors[:3]}"
+    assert len(flat) > 1000
+    assert {a.version for a in flat} == {1, 2}
+    settle = float(POLL) * 2 + 1.0
+    after_switch = [a.version for a in flat if promoted + settle < a.sent and a.done < rolled_back]
+    after_rollback = [a.version for a in flat if a.sent > rolled_back + settle]
+    assert after_switch and set(after_switch) == {2}
+    assert after_rollback and set(after_rollback) == {1}
+    assert exit_code == 0
+
+
+# -- canary and shadow ------------------------------------------------------------------
+
+
+async def _many(url: str, requests: list[dict[str, Any]], concurrency: int = 16) -> list[int]:
+    client = aioclient.InferenceServerClient(url)
+    out: list[int] = [0] * len(requests)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(requests)):
+        queue.put_nowait(i)
+
+    async def worker() -> None:
+        while not queue.empty():
+            i = queue.get_nowait()
+            tensor = aioclient.InferInput("INPUT", [1, 1], "FP32")
+            tensor.set_data_from_numpy(np.zeros((1, 1), np.float32))
+            result = await client.infer("fraud", [tensor], **requests[i])
+            out[i] = int(result.get_response().model_version)
+            assert float(result.as_numpy("OUTPUT")[0, 0]) == float(out[i])
+
+    try:
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    finally:
+        await client.close()
+    return out
+
+
+def test_canary_split_is_weighted_and_sticky(deployed: Deployed) -> None:
+    server = deployed.serve()
+    try:
+        deployed.registry.start_rollout("fraud", 2, "canary", weight=20, **WHO)
+        client = grpcclient.InferenceServerClient(server.url)
+        wait_for(lambda: _all_ready(deployed.registry, 2, 1), what="v2 ready")
+        time.sleep(float(POLL) * 2)
+        keyed = asyncio.run(_many(server.url, [
+            {"parameters": {"osprey_routing_key": f"account-{i}"}} for i in range(5000)]))
+        share = keyed.count(2) / len(keyed)
+        assert abs(share - 0.20) <= 0.03, share
+        # the same key always lands on the same version
+        for i in range(0, 5000, 97):
+            assert {ask(client, key=f"account-{i}") for _ in range(3)} == {keyed[i]}
+        # no key, empty client id: routed by the decision id, still split by weight
+        anonymous = asyncio.run(_many(server.url, [{} for _ in range(2000)]))
+        assert abs(anonymous.count(2) / 2000 - 0.20) <= 0.04
+        # a repeated client id (tritonclient/perf_analyzer send "0", "1", ...) is a key
+        for request_id in ("0", "1", "7"):
+            assert len({ask(client, request_id=request_id) for _ in range(10)}) == 1
+        # a version named explicitly is served when loaded, NOT_FOUND otherwise
+        named = client.infer("fraud", _inputs(), model_version="2")
+        assert named.get_response().model_version == "2"
+        with pytest.raises(Exception, match="version 3 is not loaded"):
+            client.infer("fraud", _inputs(), model_version="3")
+        client.close()
+    finally:
+        server.stop()
+
+
+def test_shadow_answers_are_recorded_never_returned(deployed: Deployed) -> None:
+    server = deployed.serve()
+    try:
+        client = grpcclient.InferenceServerClient(server.url)
+        for _ in range(50):
+            ask(client)
+
+        def p50() -> float:
+            times = []
+            for i in range(300):
+                t0 = time.perf_counter()
+                assert ask(client, key=f"k{i}") == 1
+                times.append(time.perf_counter() - t0)
+            return float(np.median(times))
+
+        before = p50()
+        deployed.registry.start_rollout("fraud", 2, "shadow", **WHO)
+        wait_for(lambda: _all_ready(deployed.registry, 2, 1), what="v2 ready")
+        time.sleep(float(POLL) * 2)
+        during = p50()  # every answer still from v1 (asserted in p50)
+        wait_for(lambda: len(deployed.registry.shadow_results("fraud")) >= 250,
+                 what="shadow results recorded")
+        results = deployed.registry.shadow_results("fraud")
+        assert {r["version"] for r in results} == {2}
+        assert all(r["outputs"] == {"OUTPUT": [[2.0]]} for r in results)
+        assert all(len(r["decision_id"]) == 36 for r in results)
+        # the copy runs after the answer: latency within noise of no shadow at all
+        assert during <= before * 1.5 + 0.002, (before, during)
+        client.close()
+    finally:
+        server.stop()
+
+
+# -- many servers, database outages, bad artifacts ------------------------------------
+
+
+def _health(url: str, service: str) -> int:
+    with grpc.insecure_channel(url) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
+
+
+def _serves(server: ServerProcess, version: int) -> bool:
+    client = grpcclient.InferenceServerClient(server.url)
+    try:
+        return all(ask(client, key=f"k{i}") == version for i in range(20))
+    finally:
+        client.close()
+
+
+def test_two_servers_converge_and_survive_an_outage(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    url = pg_server.create("outage")
+    db = Database(url)
+    migrate.upgrade(db)
+    registry = Registry(db, tmp_path / "home")
+    for k in (1, 2, 3):
+        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
+        registry.register("fraud", path, settings=CONFIG, **WHO)
+    registry.set_stable("fraud", 1, **WHO)
+    parsed = make_url(url)
+    assert parsed.host is not None and parsed.port is not None
+    proxy = TcpProxy(parsed.host, parsed.port)
+    via_proxy = parsed.set(port=proxy.port).render_as_string(hide_password=False)
+    deployed = Deployed(url, registry, tmp_path / "home")
+    first = deployed.serve(url=via_proxy)
+    second: ServerProcess | None = None
+    try:
+        registry.set_stable("fraud", 2, **WHO)
+        wait_for(lambda: _serves(first, 2), what="the first server on v2")
+        second = deployed.serve(url=via_proxy)  # started later: catches up at once
+        assert _serves(second, 2)
+        registry.start_rollout("fraud", 3, "canary", weight=100, **WHO)
+        wait_for(lambda: _serves(first, 3) and _serves(second, 3), what="both on v3")
+        registry.abort("fraud", **WHO)
+        wait_for(lambda: _serves(first, 2) and _serves(second, 2), what="both back on v2")
+
+        proxy.cut()
+        wait_for(lambda: _health(first.url, "osprey.registry") == 2 and
+                 _health(second.url, "osprey.registry") == 2, what="degraded health")
+        registry.set_stable("fraud", 1, **WHO)  # made directly, unseen by the servers
+        for _ in range(3):
+            assert _serves(first, 2) and _serves(second, 2)  # still serving, no errors
+            time.sleep(0.5)
+        assert _health(first.url, "") == 1  # SERVING: it serves, only the registry is away
+        proxy.restore()
+        wait_for(lambda: _serves(first, 1) and _serves(second, 1), what="caught up")
+        wait_for(lambda: _health(first.url, "osprey.registry") == 1, what="healthy again")
+    finally:
+        for s in (first, second):
+            if s is not None:
+                s.stop()
+        proxy.close()
+        db.dispose()
+
+
+def test_corrupt_artifact_is_refused_and_the_stable_keeps_serving(deployed: Deployed) -> None:
+    server = deployed.serve()
+    try:
+        record = deployed.registry.version("fraud", 2)
+        stored = LocalArtifactStore(deployed.home / "artifacts").path_for(record.sha256)
+        stored.write_bytes(stored.read_bytes()[:-8])  # truncated on disk
+        deployed.registry.start_rollout("fraud", 2, "canary", weight=100, **WHO)
+        wait_for(lambda: deployed.registry.version("fraud", 2).status == "rejected",
+                 what="v2 rejected")
+        assert _serves(server, 1)
+        v2 = deployed.registry.version("fraud", 2)
+        assert "has sha256" in v2.status_reason and record.sha256 in v2.status_reason
+        events = deployed.registry.history("fraud")
+        assert any(e.kind == "version_rejected" and e.version == 2 and
+                   e.actor.startswith("replica ") for e in events)
+        status = deployed.registry.status("fraud")
+        held = status.replicas[0].holds["fraud"]
+        assert held["ready"] == [1] and "2" in held["failed"]
+        # the CLI shows it
+        from registry.cli import _version_rows
+
+        rows = _version_rows(status.versions, status.deployment)
+        assert rows[1][1] == "rejected"
+    finally:
+        server.stop()
+
+
+def test_out_of_date_schema_refuses_to_start(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    proc = ServerProcess(None, tmp_path / "home", "--database-url", url, wait_ready=False)
+    code = proc.proc.wait(60)
+    proc.stop()
+    assert code != 0
+    assert "run `osprey db upgrade`" in "".join(proc.stderr_lines)
