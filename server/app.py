@@ -172,7 +172,7 @@ class OspreyServer:
                               config.rollback_window_seconds)
 
     def _registry_reachable(self, reachable: bool) -> None:
-        self.metrics.registry_up.set(1 if reachable else 0)
+        self.metrics.registry_unreachable.set(0 if reachable else 1)
         status = health_pb2.HealthCheckResponse
         task = asyncio.get_running_loop().create_task(self.health.set(
             REGISTRY_HEALTH_SERVICE, status.SERVING if reachable else status.NOT_SERVING))

@@ -142,10 +142,12 @@ class ServerMetrics:
             "Shadow copies not run or not answered (shed under load, or failed)",
             _LABELS, registry=r,
         )
-        self.registry_up = Gauge(
-            "osprey_registry_up",
-            "1 while the registry database answers, 0 while the server serves its last "
-            "deployment without it (registry mode only)",
+        # Adds up over worker processes like every other series: > 0 means some
+        # worker serves its last deployment without the registry database.
+        self.registry_unreachable = Gauge(
+            "osprey_registry_unreachable",
+            "1 per process serving its last deployment because the registry database "
+            "cannot be reached (0: every process follows the registry)",
             registry=r,
         )
 

@@ -14,7 +14,7 @@ change), applies changed definitions through ``LoadedModels.load`` (unchanged
 versions are kept, new ones load and warm in the background, then the route and
 the versions swap together), and heartbeats what it holds into the ``replicas``
 table. If the database cannot be reached it keeps serving what it has, reports
-the ``osprey.registry`` health service NOT_SERVING and ``osprey_registry_up`` 0,
+the ``osprey.registry`` health service NOT_SERVING and ``osprey_registry_unreachable`` 1,
 and catches up when the database returns.
 """
 

@@ -32,6 +32,10 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from registry import migrate
+from registry.db import Database
+from registry.importer import import_repository
+from registry.service import Registry
 from tests.server.onnx_models import add_sub_graph, write_model
 from tests.server.process import READY
 
@@ -132,6 +136,12 @@ def container(image: Image, pki: Pki, tmp_path: Path) -> Container:
         shutil.copyfile(source, target)
         target.chmod(0o600 if key == "OSPREY_TLS_KEY" else 0o644)
     write_model(home / "models", "add_sub", add_sub_graph(4), {"max_batch_size": 8})
+    # what an operator does first (`osprey db upgrade`, `osprey models import`): the
+    # entrypoint serves what the registry in the volume deploys
+    db = Database(f"sqlite:///{home / 'osprey.db'}")
+    migrate.upgrade(db)
+    import_repository(Registry(db, home), home / "models", actor="test", reason="image test")
+    db.dispose()
     healthcheck = tmp_path / "osprey-healthcheck"
     healthcheck.write_text(image.healthcheck)
     mounts = {home_inside: home, tls_inside: tls}

@@ -10,6 +10,7 @@ and, on PostgreSQL, by LISTEN/NOTIFY.
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ from registry.service import Registry
 from tests.postgres import PgServer
 from tests.tcp_proxy import TcpProxy
 
+from .clientutil import metrics_text
 from .onnx_models import offset_graph, write_model
 from .process import ServerProcess
 
@@ -269,6 +271,13 @@ def _health(url: str, service: str) -> int:
         return int(stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status)
 
 
+def _unreachable(server: ServerProcess) -> float:
+    found = re.search(r"^osprey_registry_unreachable (\S+)$", metrics_text(server.metrics_port),
+                      re.M)
+    assert found is not None
+    return float(found.group(1))
+
+
 def _serves(server: ServerProcess, version: int) -> bool:
     client = grpcclient.InferenceServerClient(server.url)
     try:
@@ -313,14 +322,40 @@ def test_two_servers_converge_and_survive_an_outage(
             assert _serves(first, 2) and _serves(second, 2)  # still serving, no errors
             time.sleep(0.5)
         assert _health(first.url, "") == 1  # SERVING: it serves, only the registry is away
+        assert _unreachable(first) == 1 and _unreachable(second) == 1
         proxy.restore()
         wait_for(lambda: _serves(first, 1) and _serves(second, 1), what="caught up")
         wait_for(lambda: _health(first.url, "osprey.registry") == 1, what="healthy again")
+        assert _unreachable(first) == 0
     finally:
         for s in (first, second):
             if s is not None:
                 s.stop()
         proxy.close()
+        db.dispose()
+
+
+def test_postgres_notify_wakes_replicas_before_the_poll(
+    pg_server: PgServer, tmp_path: Path
+) -> None:
+    url = pg_server.create("notify")
+    db = Database(url)
+    migrate.upgrade(db)
+    registry = Registry(db, tmp_path / "home")
+    for k in (1, 2):
+        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
+        registry.register("fraud", path, settings=CONFIG, **WHO)
+    registry.set_stable("fraud", 1, **WHO)
+    server = ServerProcess(None, tmp_path / "home", "--database-url", url,
+                           "--registry-poll-seconds", "60")
+    try:
+        time.sleep(1.0)  # the LISTEN connection is up
+        changed = time.monotonic()
+        registry.set_stable("fraud", 2, **WHO)
+        wait_for(lambda: _serves(server, 2), timeout=10.0, what="woken by NOTIFY")
+        assert time.monotonic() - changed < 10.0  # far before the 60 s poll
+    finally:
+        server.stop()
         db.dispose()
 
 
