@@ -141,22 +141,18 @@ def _change(e: EventRecord) -> str:
 # -- db -------------------------------------------------------------------------------------
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
-    db = open_database(_config(args))
-    before = migrate.current(db)
-    migrate.upgrade(db, args.revision)
-    after = migrate.current(db)
-    return _emit(args, {"database": describe(db.url), "from": before, "to": after},
-                 f"{describe(db.url)}: schema {before or 'empty'} -> {after}")
+def _db_migrate(action: str) -> Callable[[argparse.Namespace], int]:
+    """``db upgrade`` / ``db downgrade``: move the schema to ``args.revision``."""
 
+    def run(args: argparse.Namespace) -> int:
+        db = open_database(_config(args))
+        before = migrate.current(db)
+        getattr(migrate, action)(db, args.revision)
+        after = migrate.current(db)
+        return _emit(args, {"database": describe(db.url), "from": before, "to": after},
+                     f"{describe(db.url)}: schema {before or 'empty'} -> {after or 'empty'}")
 
-def _db_downgrade(args: argparse.Namespace) -> int:
-    db = open_database(_config(args))
-    before = migrate.current(db)
-    migrate.downgrade(db, args.revision)
-    after = migrate.current(db)
-    return _emit(args, {"database": describe(db.url), "from": before, "to": after},
-                 f"{describe(db.url)}: schema {before} -> {after or 'empty'}")
+    return run
 
 
 def _db_current(args: argparse.Namespace) -> int:
@@ -295,14 +291,20 @@ def _status_text(status: ModelStatus) -> str:
     if r is not None:
         lines.append(_rollout_line(r))
     if status.replicas:
+        name = status.model.name
         lines += ["", table(
-            ["replica", "host", "pid", "state", "heartbeat", "revision", "loaded", "ready"],
+            ["replica", "host", "pid", "state", "heartbeat", "revision", "loaded", "ready",
+             "failed"],
             [[x.id, x.host, x.pid, x.state, _time(x.last_heartbeat),
-              x.holds[status.model.name].get("revision"),
-              ",".join(map(str, x.holds[status.model.name].get("loaded", []))),
-              ",".join(map(str, x.holds[status.model.name].get("ready", [])))]
+              x.holds[name].get("revision"),
+              ",".join(map(str, x.holds[name].get("loaded", []))),
+              ",".join(map(str, x.holds[name].get("ready", []))),
+              ",".join(x.holds[name].get("failed", {})) or None]
              for x in status.replicas],
         )]
+        for x in status.replicas:
+            for version, why in x.holds[name].get("failed", {}).items():
+                lines.append(f"{x.id}: version {version} not loaded: {why}")
     else:
         lines.append("no live replica serves this model")
     return "\n".join(lines)
@@ -389,11 +391,11 @@ def add_commands(sub: Any) -> None:
     p = db.add_parser("upgrade", help="migrate the registry database to this Osprey's schema")
     _common(p, write=False)
     p.add_argument("revision", nargs="?", default="head")
-    p.set_defaults(run=_db_upgrade)
+    p.set_defaults(run=_db_migrate("upgrade"))
     p = db.add_parser("downgrade", help="migrate the registry database back (data loss!)")
     _common(p, write=False)
     p.add_argument("revision", help="target revision ('base' = empty)")
-    p.set_defaults(run=_db_downgrade)
+    p.set_defaults(run=_db_migrate("downgrade"))
     p = db.add_parser("current", help="the schema revision of the database and of this code")
     _common(p, write=False)
     p.set_defaults(run=_db_current)

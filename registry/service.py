@@ -32,6 +32,8 @@ import datetime as dt
 import getpass
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,9 +322,7 @@ class Registry:
     ) -> DeploymentRecord:
         """Serve ``version`` to everyone (no rollout may be running)."""
         reason = _require_reason(reason)
-        with self.db.write() as session:
-            model = repo.model_by_name(session, name)
-            dep = repo.deployment_of(session, model)
+        with self._changing(name) as (session, model, dep):
             running = repo.running_rollout(session, model)
             if running is not None:
                 raise RolloutInProgress(
@@ -363,9 +363,7 @@ class Registry:
             )
         plan = _plan(strategy, weight, steps)
         try:
-            with self.db.write() as session:
-                model = repo.model_by_name(session, name)
-                dep = repo.deployment_of(session, model)
+            with self._changing(name) as (session, model, dep):
                 running = repo.running_rollout(session, model)
                 if running is not None:
                     raise RolloutInProgress(
@@ -424,9 +422,7 @@ class Registry:
     ) -> RolloutRecord:
         """Move a canary (or shadow) rollout to ``weight`` or its next step."""
         reason = _require_reason(reason)
-        with self.db.write() as session:
-            model = repo.model_by_name(session, name)
-            dep = repo.deployment_of(session, model)
+        with self._changing(name) as (session, model, dep):
             rollout = self._running(session, model)
             if rollout.strategy == "blue_green":
                 raise InvalidTransition(
@@ -468,9 +464,7 @@ class Registry:
     ) -> DeploymentRecord:
         """Make the candidate stable everywhere at once."""
         reason = _require_reason(reason)
-        with self.db.write() as session:
-            model = repo.model_by_name(session, name)
-            dep = repo.deployment_of(session, model)
+        with self._changing(name) as (session, model, dep):
             rollout = self._running(session, model)
             candidate = rollout.candidate_version
             if not force:
@@ -497,9 +491,7 @@ class Registry:
     ) -> DeploymentRecord:
         """Stop the running rollout: all traffic back on the stable version."""
         reason = _require_reason(reason)
-        with self.db.write() as session:
-            model = repo.model_by_name(session, name)
-            dep = repo.deployment_of(session, model)
+        with self._changing(name) as (session, model, dep):
             rollout = self._running(session, model)
             now = utcnow()
             rollout.state, rollout.finished_at, rollout.updated_at = "aborted", now, now
@@ -516,9 +508,7 @@ class Registry:
         """Make the previous stable version stable again (instant on replicas that
         still hold it within their rollback window)."""
         reason = _require_reason(reason)
-        with self.db.write() as session:
-            model = repo.model_by_name(session, name)
-            dep = repo.deployment_of(session, model)
+        with self._changing(name) as (session, model, dep):
             running = repo.running_rollout(session, model)
             if running is not None:
                 raise RolloutInProgress(
@@ -637,6 +627,13 @@ class Registry:
                 Replica.id))]
 
     # -- internals -------------------------------------------------------------------
+
+    @contextmanager
+    def _changing(self, name: str) -> Iterator[tuple[Session, Model, Deployment]]:
+        """A write transaction with the model's row and its deployment, as read now."""
+        with self.db.write() as session:
+            model = repo.model_by_name(session, name)
+            yield session, model, repo.deployment_of(session, model)
 
     @staticmethod
     def _live(session: Session, live_seconds: float) -> list[ReplicaRecord]:

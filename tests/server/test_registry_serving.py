@@ -20,10 +20,12 @@ from typing import Any
 
 import grpc
 import numpy as np
+import onnx
 import pytest
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from onnx import TensorProto, helper, numpy_helper
 from sqlalchemy.engine import make_url
 
 from registry import migrate
@@ -60,19 +62,24 @@ def _database(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> s
     return server.create(f"serving_{len(server.created)}")
 
 
+def _deploy(url: str, tmp_path: Path, versions: int = 3) -> tuple[Database, Registry]:
+    """Migrate ``url`` and register fraud v1..vN (answers INPUT + k), v1 stable."""
+    db = Database(url)
+    migrate.upgrade(db)
+    registry = Registry(db, tmp_path / "home")
+    for k in range(1, versions + 1):
+        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
+        registry.register("fraud", path, settings=CONFIG, **WHO)
+    registry.set_stable("fraud", 1, **WHO)
+    return db, registry
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def deployed(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployed]:
     """A registry with fraud v1..v3 (answers INPUT + 1, + 2, + 3), v1 stable."""
     url = _database(str(request.param), tmp_path, request)
-    db = Database(url)
-    migrate.upgrade(db)
-    home = tmp_path / "home"
-    registry = Registry(db, home)
-    for k in (1, 2, 3):
-        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
-        registry.register("fraud", path, settings=CONFIG, **WHO)
-    registry.set_stable("fraud", 1, **WHO)
-    yield Deployed(url, registry, home)
+    db, registry = _deploy(url, tmp_path)
+    yield Deployed(url, registry, tmp_path / "home")
     db.dispose()
 
 
@@ -290,13 +297,7 @@ def test_two_servers_converge_and_survive_an_outage(
     pg_server: PgServer, tmp_path: Path
 ) -> None:
     url = pg_server.create("outage")
-    db = Database(url)
-    migrate.upgrade(db)
-    registry = Registry(db, tmp_path / "home")
-    for k in (1, 2, 3):
-        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
-        registry.register("fraud", path, settings=CONFIG, **WHO)
-    registry.set_stable("fraud", 1, **WHO)
+    db, registry = _deploy(url, tmp_path)
     parsed = make_url(url)
     assert parsed.host is not None and parsed.port is not None
     proxy = TcpProxy(parsed.host, parsed.port)
@@ -339,13 +340,7 @@ def test_postgres_notify_wakes_replicas_before_the_poll(
     pg_server: PgServer, tmp_path: Path
 ) -> None:
     url = pg_server.create("notify")
-    db = Database(url)
-    migrate.upgrade(db)
-    registry = Registry(db, tmp_path / "home")
-    for k in (1, 2):
-        path = write_model(tmp_path / "onnx", f"v{k}", offset_graph(float(k)), None)
-        registry.register("fraud", path, settings=CONFIG, **WHO)
-    registry.set_stable("fraud", 1, **WHO)
+    db, registry = _deploy(url, tmp_path, versions=2)
     server = ServerProcess(None, tmp_path / "home", "--database-url", url,
                            "--registry-poll-seconds", "60")
     try:
@@ -377,13 +372,54 @@ def test_corrupt_artifact_is_refused_and_the_stable_keeps_serving(deployed: Depl
         status = deployed.registry.status("fraud")
         held = status.replicas[0].holds["fraud"]
         assert held["ready"] == [1] and "2" in held["failed"]
-        # the CLI shows it
-        from registry.cli import _version_rows
+        # the CLI shows it (`osprey models show`, `osprey rollout status`)
+        from registry.cli import _status_text, _version_rows
 
         rows = _version_rows(status.versions, status.deployment)
         assert rows[1][1] == "rejected"
+        assert f"{status.replicas[0].id}: version 2 not loaded: " in _status_text(status)
     finally:
         server.stop()
+
+
+def _fixed_batch_graph() -> onnx.GraphProto:
+    """OUTPUT = INPUT + 2 with a fixed batch of 1: loads, but not with batching on."""
+    return helper.make_graph(
+        [helper.make_node("Add", ["INPUT", "TWO"], ["OUTPUT"])], "fixed",
+        [helper.make_tensor_value_info("INPUT", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("OUTPUT", TensorProto.FLOAT, [1, 1])],
+        initializer=[numpy_helper.from_array(np.array([2.0], np.float32), "TWO")],
+    )
+
+
+def test_version_that_fails_to_load_leaves_the_stable_serving(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'osprey.db'}"
+    db = Database(url)
+    migrate.upgrade(db)
+    registry = Registry(db, tmp_path / "home")
+    unbatched = {"max_batch_size": 0}
+    registry.register("fraud", write_model(tmp_path / "onnx", "v1", offset_graph(1.0), None),
+                      settings=unbatched, **WHO)
+    registry.register("fraud", write_model(tmp_path / "onnx", "v2", _fixed_batch_graph(), None),
+                      **WHO)
+    registry.set_stable("fraud", 1, **WHO)
+    registry.set_settings("fraud", CONFIG, **WHO)  # batching on: v2 cannot load any more
+    server = Deployed(url, registry, tmp_path / "home").serve()
+    try:
+        registry.start_rollout("fraud", 2, "canary", weight=100, allow_signature_change=True,
+                               **WHO)
+        wait_for(lambda: any(e.kind == "version_load_failed"
+                             for e in registry.history("fraud")), what="the failure event")
+        event = next(e for e in registry.history("fraud") if e.kind == "version_load_failed")
+        assert event.version == 2 and event.actor.startswith("replica ")
+        assert "without a dynamic first (batch) dimension" in event.reason
+        assert _serves(server, 1)  # every request still answered, by v1
+        held = registry.status("fraud").replicas[0].holds["fraud"]
+        assert held["ready"] == [1] and "2" in held["failed"]
+        assert registry.version("fraud", 2).status == "ready"  # a load problem, not a bad file
+    finally:
+        server.stop()
+        db.dispose()
 
 
 def test_out_of_date_schema_refuses_to_start(tmp_path: Path) -> None:
