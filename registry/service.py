@@ -42,7 +42,7 @@ from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.errors import ConfigError, InvalidInput
+from server.errors import ConfigError, InvalidInput, OspreyError
 from server.model_config import ModelSettings, parse_model_settings
 
 from . import repository as repo
@@ -177,10 +177,14 @@ class Registry:
                 k: v for k, v in dataclasses.asdict(model_settings.decision).items()
                 if v is not None
             }
-        checked = validate_version(
-            name, onnx_path, model_settings, new.feature_spec, new.reference_profile,
-            score_output, (decision or {}).get("output"),
-        )
+        try:
+            checked = validate_version(
+                name, onnx_path, model_settings, new.feature_spec, new.reference_profile,
+                score_output, (decision or {}).get("output"),
+            )
+        except InvalidArtifact as exc:
+            self._record_refusal(name, onnx_path, actor, reason, exc.message)
+            raise
         digest = sha256_of(onnx_path)
         size = onnx_path.stat().st_size
         with self.db.write() as session:
@@ -219,6 +223,17 @@ class Registry:
                        "feature_spec": checked.feature_spec is not None},
             )
             return VersionRecord.of(name, row, dict(new.tags))
+
+    def _record_refusal(
+        self, name: str, onnx_path: Path, actor: str, reason: str, error: str
+    ) -> None:
+        """A refused registration is history too (best effort: the error is what counts)."""
+        try:
+            with self.db.write() as session:
+                repo.add_event(session, actor=actor, model=name, kind="registration_refused",
+                               reason=reason, after={"file": str(onnx_path), "error": error})
+        except OspreyError:
+            pass
 
     def _stored_settings(self, name: str) -> dict[str, Any] | None:
         with self.db.read() as session:

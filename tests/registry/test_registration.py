@@ -105,6 +105,9 @@ def test_non_onnx_file_is_refused(registry: Registry, tmp_path: Path) -> None:
     with pytest.raises(InvalidArtifact, match=r"model\.onnx: not a loadable ONNX model"):
         registry.register("fraud", bad, actor="ana", reason="r")
     _nothing_registered(registry)
+    (event,) = registry.history()  # the attempt is on record, with why it failed
+    assert (event.kind, event.model, event.actor) == ("registration_refused", "fraud", "ana")
+    assert event.after is not None and "not a loadable ONNX model" in event.after["error"]
 
 
 def test_missing_file_is_refused(registry: Registry, tmp_path: Path) -> None:
