@@ -44,7 +44,7 @@ def _common(parser: argparse.ArgumentParser, write: bool) -> None:
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
-    cli = {k: getattr(args, k, None) for k in ("home", "database_url")}
+    cli = {k: getattr(args, k, None) for k in ("home", "database_url", "audit_key_file")}
     return load_config(cli=cli, config_file=args.config)
 
 

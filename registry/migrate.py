@@ -20,6 +20,8 @@ from .errors import SchemaOutOfDate
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 UPGRADE_COMMAND = "osprey db upgrade"
+# Alembic narrates every connection at INFO; our commands say what they did.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _config() -> Config:
@@ -38,7 +40,6 @@ def head() -> str:
 
 def current(db: Database) -> str | None:
     """The revision the database is at (None: never migrated)."""
-    logging.getLogger("alembic.runtime.migration").setLevel(logging.WARNING)
     with db.engine.connect() as connection:
         return MigrationContext.configure(connection).get_current_revision()
 

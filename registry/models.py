@@ -274,3 +274,98 @@ class ArtifactChunk(Base):
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     chunk: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(Blob)
+
+
+# -- the audit log (server/audit_*.py writes it, registry/audit_*.py reads it) ---------------
+#
+# One ``audit_requests`` row per answered (or failed) request: its identity, caller,
+# timing, status, inputs and outputs as JSON, and the HMAC-SHA256 chain value of its
+# writer stream. One ``audit_decisions`` row per decided row (decision id, row index,
+# score, decision), derived from the request's outputs and checked against them by
+# ``osprey audit verify``. ``audit_streams`` holds each writer stream's genesis,
+# ``audit_checkpoints`` the chain heads (append-only), ``feedback`` ground truth.
+
+
+class AuditStream(Base):
+    __tablename__ = "audit_streams"
+
+    id: Mapped[str] = mapped_column(String(96), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    key_id: Mapped[str] = mapped_column(String(32))
+    genesis_chain: Mapped[str] = mapped_column(String(64))
+
+
+class AuditRequest(Base):
+    __tablename__ = "audit_requests"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "seq", name="uq_audit_requests_stream_id_seq"),
+        Index("ix_audit_requests_model_at", "model", "at"),
+        Index("ix_audit_requests_request_id", "request_id"),
+        Index("ix_audit_requests_at", "at"),
+    )
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(96))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    request_id: Mapped[str] = mapped_column(Text)
+    routing_key: Mapped[str] = mapped_column(Text)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int | None] = mapped_column(Integer)
+    route: Mapped[str] = mapped_column(String(16))
+    rows: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(32))
+    error: Mapped[str] = mapped_column(Text)
+    latency_us: Mapped[int] = mapped_column(BigInteger)
+    queue_us: Mapped[int | None] = mapped_column(BigInteger)
+    caller: Mapped[str] = mapped_column(String(256))
+    principal: Mapped[str] = mapped_column(String(256))
+    trace_id: Mapped[str] = mapped_column(String(64))
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    chain: Mapped[str] = mapped_column(String(64))
+
+
+class AuditDecision(Base):
+    __tablename__ = "audit_decisions"
+    __table_args__ = (
+        Index("ix_audit_decisions_model_version_at", "model", "version", "at"),
+        Index("ix_audit_decisions_decision", "decision"),
+    )
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    model: Mapped[str] = mapped_column(String(128))
+    version: Mapped[int | None] = mapped_column(Integer)
+    route: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(32))
+    score: Mapped[float | None] = mapped_column()
+    decision: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    __tablename__ = "audit_checkpoints"
+    __table_args__ = (Index("ix_audit_checkpoints_stream_id", "stream_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    stream_id: Mapped[str] = mapped_column(String(96))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    chain: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(16))  # ship | prune
+    actor: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class Feedback(Base):
+    __tablename__ = "feedback"
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[Any] = mapped_column(JSONDoc)
+    label_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    source: Mapped[str] = mapped_column(String(128))
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -27,9 +27,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from prometheus_client import start_http_server
 
-from registry.db import describe
+from registry import migrate
+from registry.audit_chain import load_key
+from registry.db import Database, describe
 from registry.service import Registry
 
+from .audit_shipper import AuditShipper
+from .audit_spool import AuditLog
 from .auth import AuthInterceptor, Authorizer
 from .config import ServerConfig
 from .errors import AddressInUse
@@ -52,6 +56,20 @@ READY_LINE = "osprey ready: grpc={grpc} metrics={metrics}"
 # NOT_SERVING while the registry database cannot be reached (the server still serves
 # its last deployment): the "degraded" signal for probes and dashboards.
 REGISTRY_HEALTH_SERVICE = "osprey.registry"
+# NOT_SERVING while audit records cannot be shipped (they wait in the spool).
+AUDIT_HEALTH_SERVICE = "osprey.audit"
+
+
+def open_server_database(config: ServerConfig) -> Database:
+    """The registry/audit database of a server. The embedded default (no database_url)
+    is the server's own and is migrated here; an explicit one must be at this code's
+    schema already (`osprey db upgrade`)."""
+    database = Database(config.database_url, home=config.home)
+    if not config.database_url:
+        migrate.upgrade(database)
+    else:
+        migrate.check_schema(database)
+    return database
 
 
 class _RegistryShadowSink:
@@ -139,8 +157,17 @@ class OspreyServer:
         self.health = HealthService()
         self.watcher: RegistryWatcher | None = None
         self.shadow: ShadowRunner | None = None
+        self.audit: AuditLog | None = None
+        self.shipper: AuditShipper | None = None
+        database = None
+        if (source is None and config.model_repository is None) or config.audit != "off":
+            database = open_server_database(config)
         if source is None and config.model_repository is None:
-            source = self._registry_source(config)
+            assert database is not None
+            source = self._registry_source(config, database)
+        if config.audit != "off":
+            assert database is not None
+            self._open_audit(config, database)
         self.source = source or RepositoryFolder(config.models_path)
         self.models = LoadedModels(self.source, self.metrics, self._model_readiness)
         if isinstance(self.source, RegistrySource):
@@ -149,23 +176,56 @@ class OspreyServer:
             )
             self.shadow = ShadowRunner(_RegistryShadowSink(self.source.registry),
                                        self.metrics.shadow_dropped_inc)
-        self.core = InferenceCore(self.models, self.shadow)
+        self.core = InferenceCore(self.models, self.shadow, self.audit)
         self.ready = False
         self.grpc_port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
         self._metrics_http: Any = None
         self._background: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._audit_ok = True
         # Read (and checked) before anything binds: a bad token or certificate stops here.
         self.authorizer = Authorizer.from_config(config)
         self.tls = ReloadingServerCredentials.from_config(config)
 
-    @staticmethod
-    def _registry_source(config: ServerConfig) -> RegistrySource:
-        """Serve what the registry deploys (the schema must be this code's)."""
-        from registry.cli import open_registry
+    def _open_audit(self, config: ServerConfig, database: Database) -> None:
+        key_file = config.audit_key_file or config.home / "audit.key"
+        key = load_key(key_file, create=config.audit_key_file is None)
+        spool = config.audit_spool_dir or config.home / "audit-spool"
+        self.audit = AuditLog(spool, key, config.audit,
+                              max_spool_bytes=config.audit_spool_max_bytes,
+                              when_full=config.audit_when_full)
+        self.shipper = AuditShipper(self.audit, database, self._audit_reachable)
+        audit = self.audit
+        self.metrics.audit_spool_bytes.set_function(lambda: audit.spool_bytes)
+        log.info("audit: %s, stream %s, spool %s, key %s", config.audit, audit.stream_id,
+                 audit.folder, key_file)
 
-        registry = open_registry(config)
+    def _audit_reachable(self, reachable: bool) -> None:
+        """From the shipper thread: the audit database answers (or not)."""
+        if reachable == self._audit_ok:
+            return
+        self._audit_ok = reachable
+        if not reachable:
+            log.warning("audit database unreachable: decisions wait in the spool")
+        else:
+            log.info("audit database reachable: shipping the spool")
+        status = health_pb2.HealthCheckResponse
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._set_health, AUDIT_HEALTH_SERVICE,
+                                      status.SERVING if reachable else status.NOT_SERVING)
+
+    def _set_health(self, service: str, status: int) -> None:
+        task = asyncio.get_running_loop().create_task(self.health.set(service, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    @staticmethod
+    def _registry_source(config: ServerConfig, database: Database) -> RegistrySource:
+        """Serve what the registry deploys."""
+        registry = Registry(database, config.home, config.artifact_store)
         log.info("model source: registry %s (artifacts: %s store)",
                  describe(registry.db.url), config.artifact_store)
         return RegistrySource(registry, config.home / "registry-cache",
@@ -174,10 +234,8 @@ class OspreyServer:
     def _registry_reachable(self, reachable: bool) -> None:
         self.metrics.registry_unreachable.set(0 if reachable else 1)
         status = health_pb2.HealthCheckResponse
-        task = asyncio.get_running_loop().create_task(self.health.set(
-            REGISTRY_HEALTH_SERVICE, status.SERVING if reachable else status.NOT_SERVING))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._set_health(REGISTRY_HEALTH_SERVICE,
+                         status.SERVING if reachable else status.NOT_SERVING)
 
     def _model_readiness(self, name: str, ready: bool) -> None:
         serving = health_pb2.HealthCheckResponse
@@ -252,6 +310,11 @@ class OspreyServer:
             "gRPC listening on %s:%d (not ready until models are warm)", cfg.host, self.grpc_port
         )
         self._log_security()
+        self._loop = asyncio.get_running_loop()
+        if self.audit is not None and self.shipper is not None:
+            self.audit.start()
+            self.shipper.start()  # leftovers of earlier processes first
+            await self.health.set(AUDIT_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.watcher is not None:
             await self.watcher.start()
             self._registry_reachable(True)
@@ -301,6 +364,10 @@ class OspreyServer:
         if self.shadow is not None:
             await self.shadow.close()
         await self.models.close()
+        if self.audit is not None and self.shipper is not None:
+            # every answered request's record: written, sealed, shipped if the database is up
+            await asyncio.to_thread(self.audit.stop)
+            await asyncio.to_thread(self.shipper.stop)
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

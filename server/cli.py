@@ -160,9 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--count", type=int, required=True)
     worker.add_argument("--run-dir", type=Path, required=True)
     worker.set_defaults(run=_worker)
-    from registry.cli import add_commands
+    from registry import audit_cli, cli
 
-    add_commands(sub)
+    cli.add_commands(sub)
+    audit_cli.add_commands(sub)
     return parser
 
 

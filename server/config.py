@@ -57,6 +57,12 @@ class ServerConfig:
     artifact_store: str = "local"  # local (<home>/artifacts) | sql (in the database)
     registry_poll_seconds: float = 2.0  # how often a server re-reads the deployments
     rollback_window_seconds: float = 600.0  # the previous stable version stays loaded
+    # The audit log (server/audit_spool.py; README "Auditing decisions").
+    audit: str = "strict"  # strict | relaxed | off
+    audit_key_file: Path | None = None  # default <home>/audit.key (created, mode 0600)
+    audit_spool_dir: Path | None = None  # default <home>/audit-spool
+    audit_spool_max_bytes: int = 1 << 30  # while the database is away
+    audit_when_full: str = "refuse"  # refuse (UNAVAILABLE) | relax (stop waiting for fsync)
 
     @property
     def models_path(self) -> Path:
@@ -149,6 +155,17 @@ def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) ->
     if config.rollback_window_seconds < 0:
         raise ConfigError(
             f"{key('rollback_window_seconds')} must be >= 0, got {config.rollback_window_seconds}"
+        )
+    if config.audit not in ("strict", "relaxed", "off"):
+        raise ConfigError(f"{key('audit')} must be strict, relaxed or off, got {config.audit!r}")
+    if config.audit_when_full not in ("refuse", "relax"):
+        raise ConfigError(
+            f"{key('audit_when_full')} must be refuse or relax, got {config.audit_when_full!r}"
+        )
+    if config.audit_spool_max_bytes < 1 << 20:
+        raise ConfigError(
+            f"{key('audit_spool_max_bytes')} must be at least 1 MiB, got "
+            f"{config.audit_spool_max_bytes}"
         )
     validate_tls_settings(config, key)
     validate_auth_settings(config, key)

@@ -6,7 +6,14 @@ import time
 from typing import Any
 
 from .errors import InvalidInput, Unsupported
-from .inference import DECISION_ID_PARAMETER, InferenceRequest, InferenceResult, InputTensor
+from .inference import (
+    DECISION_ID_PARAMETER,
+    NO_CALLER,
+    Caller,
+    InferenceRequest,
+    InferenceResult,
+    InputTensor,
+)
 from .loaded_models import IndexRow, ServedVersion
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import model_config_pb2 as mc
@@ -32,7 +39,7 @@ def _check_no_shared_memory(params: Any, what: str) -> None:
 
 
 def decode_infer_request(
-    request: pb.ModelInferRequest, deadline: float | None = None
+    request: pb.ModelInferRequest, deadline: float | None = None, caller: Caller = NO_CALLER
 ) -> InferenceRequest:
     """Decode inputs (raw or typed), parameters and requested outputs."""
     received = time.perf_counter_ns()
@@ -103,6 +110,7 @@ def decode_infer_request(
         parameters={k: parameter_value(v) for k, v in request.parameters.items()},
         deadline=deadline,
         received_ns=received,
+        caller=caller,
     )
 
 

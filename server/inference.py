@@ -15,6 +15,8 @@ import numpy as np
 
 from native import bytes_codec
 
+from .audit_entries import audit_failure, audit_refusal, audit_success
+from .audit_spool import AuditLog
 from .errors import InvalidColumn, InvalidInput, ModelNotReady
 from .ids import uuid7
 from .loaded_models import LoadedModels, ServedVersion
@@ -88,6 +90,20 @@ class InputTensor:
 
 
 @dataclass(frozen=True)
+class Caller:
+    """Who sent a request (for the audit log): peer address, authenticated identity
+    (a client certificate's CN, or that a client token was presented) and the W3C
+    trace id from ``traceparent`` metadata."""
+
+    peer: str = ""
+    principal: str = ""
+    trace_id: str = ""
+
+
+NO_CALLER = Caller()
+
+
+@dataclass(frozen=True)
 class InferenceRequest:
     """One ModelInfer call, decoded."""
 
@@ -99,6 +115,9 @@ class InferenceRequest:
     parameters: dict[str, Any] = field(default_factory=dict)
     deadline: float | None = None  # time.monotonic() seconds, from gRPC
     received_ns: int = field(default_factory=time.perf_counter_ns)
+    caller: Caller = NO_CALLER
+
+
 
 
 @dataclass(frozen=True)
@@ -139,24 +158,46 @@ class InferenceCore:
     never delays or fails it (``server.shadow``).
     """
 
-    def __init__(self, models: LoadedModels, shadow: ShadowRunner | None = None) -> None:
+    def __init__(
+        self,
+        models: LoadedModels,
+        shadow: ShadowRunner | None = None,
+        audit: AuditLog | None = None,
+    ) -> None:
         self.models = models
         self.shadow = shadow
+        self.audit = audit
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
         decision_id = str(uuid7())
-        served, shadow, route = self._route(request, decision_id)
+        served: ServedVersion | None = None
         try:
-            result = await self._counted(served, request, decision_id, route)
-        except ModelNotReady:
-            if not served.retired or request.model_version:
-                raise
-            # The version was swapped out between routing and queueing: route again.
             served, shadow, route = self._route(request, decision_id)
-            result = await self._counted(served, request, decision_id, route)
+            try:
+                result = await self._counted(served, request, decision_id, route)
+            except ModelNotReady:
+                if not served.retired or request.model_version:
+                    raise
+                # The version was swapped out between routing and queueing: route again.
+                served, shadow, route = self._route(request, decision_id)
+                result = await self._counted(served, request, decision_id, route)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            if self.audit is not None:
+                await self.audit.record(audit_failure(request, decision_id, served, exc))
+            raise
+        if self.audit is not None:
+            # strict: the answer waits until its record is on disk
+            await self.audit.record(audit_success(request, result, served))
         if shadow is not None and self.shadow is not None:
             self.shadow.submit(shadow, decision_id, lambda: self._shadow_copy(shadow, request))
         return result
+
+    async def record_refusal(self, request: Any, caller: Caller, exc: BaseException) -> None:
+        """Audit a request refused before it could be decoded (its tensors unknown)."""
+        if self.audit is not None:
+            await self.audit.record(audit_refusal(request, caller, str(uuid7()), exc))
 
     def _route(
         self, request: InferenceRequest, decision_id: str

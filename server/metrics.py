@@ -151,6 +151,12 @@ class ServerMetrics:
             registry=r,
         )
 
+        self.audit_spool_bytes = Gauge(
+            "osprey_audit_spool_bytes",
+            "Audit records on local disk not yet shipped to the database",
+            registry=r,
+        )
+
     def shadow_dropped_inc(self, model: str, version: int) -> None:
         self.shadow_dropped.labels(model, str(version)).inc()
 

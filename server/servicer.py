@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 import grpc
 
 from . import converters
-from .errors import ModelNotFound, Unsupported
-from .inference import InferenceCore
+from .auth import peer_common_name
+from .errors import ModelNotFound, OspreyError, Unsupported
+from .inference import NO_CALLER, Caller, InferenceCore
 from .loaded_models import LoadedModels
 from .peers import WorkerGroup, merge_statistics
 from .protocol.inference import grpc_service_pb2 as pb
@@ -59,6 +60,21 @@ def translate_errors(
             raise  # unreachable: abort raises
 
     return wrapper
+
+
+def caller_of(context: Any) -> Caller:
+    """Who is calling: peer address, authenticated identity, W3C trace id."""
+    peer = context.peer() or ""
+    common_name = peer_common_name(context.auth_context() or {})
+    metadata = dict(context.invocation_metadata() or ())
+    principal = f"cert CN={common_name}" if common_name else (
+        "client token" if "authorization" in metadata else "")
+    trace_id = ""
+    traceparent = metadata.get("traceparent", "")
+    parts = traceparent.split("-") if isinstance(traceparent, str) else []
+    if len(parts) == 4 and len(parts[1]) == 32:
+        trace_id = parts[1]
+    return Caller(peer, principal, trace_id)
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
@@ -159,7 +175,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @translate_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
-        decoded = converters.decode_infer_request(request, deadline_of(context))
+        caller = caller_of(context) if self.core.audit is not None else NO_CALLER
+        try:
+            decoded = converters.decode_infer_request(request, deadline_of(context), caller)
+        except OspreyError as exc:
+            await self.core.record_refusal(request, caller, exc)
+            raise
         result = await self.core.infer(decoded)
         self._tag_worker(context)
         return converters.encode_infer_response(result)
@@ -174,10 +195,15 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
         deadline = deadline_of(context)
+        caller = caller_of(context) if self.core.audit is not None else NO_CALLER
 
         async def answer(request: Any) -> None:
             try:
-                decoded = converters.decode_infer_request(request, deadline)
+                try:
+                    decoded = converters.decode_infer_request(request, deadline, caller)
+                except OspreyError as exc:
+                    await self.core.record_refusal(request, caller, exc)
+                    raise
                 result = await self.core.infer(decoded)
                 await answers.put(
                     pb.ModelStreamInferResponse(

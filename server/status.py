@@ -45,6 +45,13 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
 
 
+def describe_quietly(exc: BaseException) -> tuple[grpc.StatusCode, str]:
+    """``status_for`` without logging (for records of a failure logged elsewhere)."""
+    if isinstance(exc, errors.OspreyError):
+        return status_for(exc)
+    return grpc.StatusCode.INTERNAL, GENERIC_INTERNAL_MESSAGE
+
+
 def failure_reason(exc: BaseException) -> str:
     """The ``reason`` label of ``nv_inference_request_failure`` for ``exc``."""
     if isinstance(exc, errors.OspreyError):

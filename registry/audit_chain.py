@@ -1,0 +1,102 @@
+"""The audit log's tamper evidence: canonical records and the HMAC-SHA256 chain.
+
+Each writer stream (one server process: host, pid, boot) is a sequence of records
+numbered from 0. Record 0 is the stream's genesis; every record carries
+
+    chain[n] = HMAC-SHA256(key, chain[n-1] || canonical(record n))
+
+with chain[-1] = 32 zero bytes. ``canonical`` is compact JSON with sorted keys of
+exactly the fields stored in SQL, so ``osprey audit verify`` recomputes the chain
+from the database alone (plus the key, which the database never holds). An
+attacker who edits, inserts or deletes rows cannot produce the right values
+without the key; one who truncates a stream's tail is caught by the chain heads
+checkpointed in ``audit_checkpoints``.
+
+Floats are JSON numbers; NaN and ±infinity (JSON has none) are the strings "NaN",
+"Infinity" and "-Infinity".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError
+
+GENESIS_PREVIOUS = bytes(32)
+KEY_BYTES = 32
+
+# The fields of an audit_requests row that the chain covers, in every record.
+CHAINED_FIELDS = (
+    "stream_id", "seq", "decision_id", "at", "request_id", "routing_key", "model", "version",
+    "route", "rows", "status", "error", "latency_us", "queue_us", "caller", "principal",
+    "trace_id", "inputs", "outputs",
+)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with non-finite floats as strings (JSON and jsonb have none)."""
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "Infinity" if value > 0 else "-Infinity"
+        return value
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def canonical(fields: dict[str, Any]) -> bytes:
+    """The bytes the chain signs: compact, key-sorted JSON of ``fields``."""
+    return json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
+
+
+def link(key: bytes, previous: bytes, fields: dict[str, Any]) -> bytes:
+    return hmac.new(key, previous + canonical(fields), hashlib.sha256).digest()
+
+
+def key_id(key: bytes) -> str:
+    """A public fingerprint of the key (which key signed a stream), not the key."""
+    return hashlib.sha256(b"osprey-audit-key-id" + key).hexdigest()[:32]
+
+
+def load_key(path: Path, create: bool = False) -> bytes:
+    """The chain key from ``path`` (hex or raw, at least 32 bytes, mode 0600).
+
+    ``create``: make a new random key there if the file does not exist (the embedded
+    default under $OSPREY_HOME; production points ``audit_key_file`` at a secret).
+    """
+    if create and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+    try:
+        mode = path.stat().st_mode & 0o777
+        raw = path.read_bytes().strip()
+    except OSError as exc:
+        raise ConfigError(f"audit_key_file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        raise ConfigError(
+            f"audit_key_file {path} is readable by others (mode {mode:o}); chmod 600 it"
+        )
+    try:
+        key = bytes.fromhex(raw.decode())
+    except (UnicodeDecodeError, ValueError):
+        key = raw
+    if len(key) < KEY_BYTES:
+        raise ConfigError(
+            f"audit_key_file {path} holds {len(key)} bytes; the audit chain needs at least "
+            f"{KEY_BYTES} (e.g. `openssl rand -hex 32`)"
+        )
+    return key

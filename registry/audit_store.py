@@ -1,0 +1,221 @@
+"""The audit log in SQL: loading spooled records, querying, verifying the chain.
+
+``load`` takes the lines of spool segments (``server.audit_spool``) and inserts
+them in the caller's transaction, idempotently: a record already there (same
+decision id, same row index) is skipped, so a segment shipped twice (a crash
+between commit and delete) changes nothing. Each load checkpoints the chain head
+of every stream it touched into ``audit_checkpoints``.
+
+``verify`` recomputes every stream's chain from the database and the key and
+reports, by stream and sequence number: edited records (chain mismatch), inserted
+records (a sequence number twice, or a record no stream explains), deleted records
+(gaps), a truncated tail (fewer records than a checkpoint vouches for), missing
+streams (checkpoints or records of a stream without its genesis), and decision rows
+that disagree with the (chained) request they belong to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from .audit_chain import CHAINED_FIELDS, GENESIS_PREVIOUS, key_id, link
+from .models import AuditCheckpoint, AuditDecision, AuditRequest, AuditStream
+
+SHIPPER = "audit shipper"
+
+
+def _insert(session: Session, table: Any) -> Any:
+    dialect = session.get_bind().dialect.name
+    return (pg_insert if dialect == "postgresql" else sqlite_insert)(table)
+
+
+def _time(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def load(session: Session, lines: list[dict[str, Any]]) -> int:
+    """Insert spooled records (genesis lines and requests); returns requests given."""
+    streams = [line for line in lines if line.get("kind") == "genesis"]
+    requests = [line for line in lines if line.get("kind") != "genesis"]
+    if streams:
+        session.execute(_insert(session, AuditStream).on_conflict_do_nothing(), [
+            {"id": g["stream_id"], "host": g["host"], "pid": g["pid"],
+             "started_at": _time(g["started_at"]), "key_id": g["key_id"],
+             "genesis_chain": ""} for g in streams
+        ])
+    if requests:
+        session.execute(_insert(session, AuditRequest).on_conflict_do_nothing(), [
+            {**{k: r[k] for k in CHAINED_FIELDS}, "at": _time(r["at"]), "chain": r["chain"]}
+            for r in requests
+        ])
+        decisions = [
+            {**d, "at": _time(d["at"])} for r in requests for d in r.get("decisions", ())
+        ]
+        if decisions:
+            session.execute(_insert(session, AuditDecision).on_conflict_do_nothing(), decisions)
+        heads: dict[str, dict[str, Any]] = {}
+        for r in requests:
+            if r["stream_id"] not in heads or r["seq"] > heads[r["stream_id"]]["seq"]:
+                heads[r["stream_id"]] = r
+        session.execute(_insert(session, AuditCheckpoint), [
+            {"stream_id": s, "seq": r["seq"], "chain": r["chain"], "at": dt.datetime.now(dt.UTC),
+             "kind": "ship", "actor": SHIPPER, "reason": ""} for s, r in heads.items()
+        ])
+    return len(requests)
+
+
+# -- verification ---------------------------------------------------------------------------
+
+
+@dataclass
+class Finding:
+    stream: str
+    seq: int | None
+    kind: str  # edited | inserted | deleted | truncated | missing_stream | decision_mismatch
+    detail: str
+
+    def __str__(self) -> str:
+        if not self.stream:
+            return f"{self.kind}: {self.detail}"
+        where = f"stream {self.stream}" + (f" seq {self.seq}" if self.seq is not None else "")
+        return f"{self.kind}: {where}: {self.detail}"
+
+
+@dataclass
+class Verification:
+    streams: int = 0
+    records: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+
+def _fields(row: AuditRequest) -> dict[str, Any]:
+    fields = {name: getattr(row, name) for name in CHAINED_FIELDS}
+    fields["at"] = row.at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    return fields
+
+
+def verify(session: Session, key: bytes, since: dt.datetime | None = None) -> Verification:
+    """Recompute every stream's chain (see the module docstring)."""
+    result = Verification()
+    streams = {s.id: s for s in session.scalars(select(AuditStream))}
+    heads: dict[str, int] = dict(session.execute(
+        select(AuditCheckpoint.stream_id, func.max(AuditCheckpoint.seq))
+        .group_by(AuditCheckpoint.stream_id)).all())
+    by_stream: dict[str, list[AuditRequest]] = defaultdict(list)
+    query = select(AuditRequest).order_by(AuditRequest.stream_id, AuditRequest.seq)
+    for row in session.scalars(query):
+        by_stream[row.stream_id].append(row)
+    decisions: dict[str, list[AuditDecision]] = defaultdict(list)
+    for d in session.scalars(select(AuditDecision).order_by(AuditDecision.decision_id,
+                                                            AuditDecision.row_index)):
+        decisions[d.decision_id].append(d)
+    result.streams = len(streams)
+    for stream_id in sorted(set(by_stream) | set(heads) - set(streams)):
+        if stream_id not in streams:
+            result.findings.append(Finding(stream_id, None, "missing_stream",
+                                           "records or checkpoints of a stream with no genesis"))
+    for stream_id, stream in sorted(streams.items()):
+        if stream.key_id != key_id(key):
+            result.findings.append(Finding(stream_id, None, "wrong_key",
+                                           f"stream signed with key {stream.key_id}, "
+                                           f"not this key ({key_id(key)})"))
+            continue
+        genesis = {"kind": "genesis", "stream_id": stream.id, "seq": 0, "host": stream.host,
+                   "pid": stream.pid, "started_at": stream.started_at.astimezone(dt.UTC)
+                   .isoformat(timespec="microseconds"), "key_id": stream.key_id}
+        # The chain values record n may follow: the stored one of n - 1, and the one
+        # recomputed from its content (if only its chain value was tampered with).
+        candidates = {link(key, GENESIS_PREVIOUS, genesis)}
+        expected_seq = 1
+        for row in by_stream.get(stream_id, []):
+            result.records += 1
+            if row.seq < expected_seq:
+                result.findings.append(Finding(stream_id, row.seq, "inserted",
+                                               f"a second record with sequence {row.seq}"))
+                continue
+            after_gap = row.seq > expected_seq
+            if after_gap:
+                result.findings.append(Finding(
+                    stream_id, expected_seq, "deleted",
+                    f"records {expected_seq}..{row.seq - 1} are missing (record {row.seq} "
+                    "after the gap cannot be checked against them)"))
+            fields = _fields(row)
+            stored = bytes.fromhex(row.chain) if _is_hex(row.chain) else b""
+            recomputed = {link(key, previous, fields) for previous in candidates}
+            if stored not in recomputed and not after_gap:
+                result.findings.append(Finding(
+                    stream_id, row.seq, "edited",
+                    f"decision {row.decision_id}: its content or chain value was changed "
+                    "(or it was inserted)"))
+            candidates = {stored} if stored in recomputed else {stored, *recomputed}
+            expected_seq = row.seq + 1
+            if since is None or row.at >= since:
+                _check_decisions(result, row, decisions.get(row.decision_id, []))
+        head = heads.get(stream_id)
+        if head is not None and head >= expected_seq:
+            result.findings.append(Finding(
+                stream_id, expected_seq, "truncated",
+                f"records {expected_seq}..{head} are gone: a checkpoint vouches for "
+                f"sequence {head}"))
+    known = {row.decision_id for rows in by_stream.values() for row in rows}
+    for decision_id in sorted(set(decisions) - known):
+        rows = decisions[decision_id]
+        result.findings.append(Finding(
+            "", None, "orphaned",
+            f"decision {decision_id}: {len(rows)} decided row(s) without their request "
+            "(the request was deleted)"))
+    return result
+
+
+def _is_hex(text: str) -> bool:
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return len(text) == 64
+
+
+def _check_decisions(result: Verification, row: AuditRequest,
+                     found: list[AuditDecision]) -> None:
+    expected = row.rows if row.status == "OK" else 0
+    indexes = [d.row_index for d in found]
+    if indexes != list(range(expected)):
+        result.findings.append(Finding(
+            row.stream_id, row.seq, "decision_mismatch",
+            f"decision {row.decision_id} has rows {indexes}, the request decided {expected}"))
+    for d in found:
+        if (d.model, d.version, d.route, d.status) != (row.model, row.version, row.route,
+                                                       row.status):
+            result.findings.append(Finding(
+                row.stream_id, row.seq, "decision_mismatch",
+                f"decision {row.decision_id} row {d.row_index}: model/version/route/status "
+                "differ from the request's"))
+            continue
+        outputs = row.outputs or {}
+        if d.score is not None and not _in_outputs(d.score, d.row_index, outputs):
+            result.findings.append(Finding(
+                row.stream_id, row.seq, "decision_mismatch",
+                f"decision {row.decision_id} row {d.row_index}: score {d.score} is not what "
+                "the model answered"))
+
+
+def _in_outputs(score: float, row_index: int, outputs: dict[str, Any]) -> bool:
+    for column in outputs.values():
+        if isinstance(column, list) and row_index < len(column):
+            value = column[row_index]
+            value = value[0] if isinstance(value, list) and value else value
+            if isinstance(value, int | float) and float(value) == score:
+                return True
+    return False
