@@ -1,0 +1,203 @@
+"""The audit log in SQL, on SQLite and PostgreSQL: the real writer and shipper load
+records idempotently, and ``verify`` names every kind of tampering."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import insert, select, text
+
+from registry import audit_store
+from registry.audit_chain import load_key
+from registry.db import Database
+from registry.models import AuditCheckpoint, AuditDecision, AuditRequest
+from server.audit_shipper import AuditShipper, read_segment
+from server.audit_spool import AuditEntry, AuditLog
+from server.ids import uuid7
+
+
+def entry(rows: int = 1, status: str = "OK", request_id: str = "r") -> AuditEntry:
+    x = np.arange(rows, dtype=np.float32).reshape(rows, 1)
+    return AuditEntry(
+        decision_id=str(uuid7()), at_ns=time.time_ns(), request_id=request_id, routing_key="",
+        model="fraud", version=1, route="stable", rows=rows, status=status, error="",
+        latency_us=120, caller="ipv4:127.0.0.1:5000", principal="", trace_id="",
+        inputs={"INPUT": x, "NOTE": (b"\x02\x00\x00\x00hi" * rows, rows)},
+        outputs={"SCORE": x / 10} if status == "OK" else {},
+        score_output="SCORE", threshold=0.15,
+    )
+
+
+@pytest.fixture()
+def key(tmp_path: Path) -> bytes:
+    return load_key(tmp_path / "audit.key", create=True)
+
+
+def write(spool: Path, key: bytes, entries: list[AuditEntry]) -> AuditLog:
+    """The real writer thread, strict: every record fsynced, then sealed."""
+
+    async def run() -> AuditLog:
+        log = AuditLog(spool, key, "strict", seal_seconds=0.05)
+        log.start()
+        for e in entries:
+            await log.record(e)
+        await asyncio.to_thread(log.stop)
+        return log
+
+    return asyncio.run(run())
+
+
+def ship(log: AuditLog, db: Database) -> None:
+    assert AuditShipper(log, db, lambda ok: None).ship_once()
+
+
+def test_records_reach_sql_with_their_decisions(db: Database, key: bytes, tmp_path: Path) -> None:
+    entries = [entry(1), entry(3), entry(2, status="INVALID_ARGUMENT")]
+    log = write(tmp_path / "spool", key, entries)
+    ship(log, db)
+    assert not list(log.folder.iterdir())  # shipped segments are deleted
+    with db.read() as s:
+        requests = s.scalars(select(AuditRequest).order_by(AuditRequest.seq)).all()
+        assert [r.seq for r in requests] == [1, 2, 3]
+        assert [r.decision_id for r in requests] == [e.decision_id for e in entries]
+        assert requests[1].inputs == {"INPUT": [[0.0], [1.0], [2.0]], "NOTE": ["hi"] * 3}
+        assert requests[2].status == "INVALID_ARGUMENT" and requests[2].outputs == {}
+        decided = s.execute(select(AuditDecision.decision_id, AuditDecision.row_index,
+                                   AuditDecision.score, AuditDecision.decision)
+                            .order_by(AuditDecision.decision_id, AuditDecision.row_index)).all()
+    assert [(d[1], d[2], d[3]) for d in decided] == [
+        (0, 0.0, "false"), (0, 0.0, "false"), (1, pytest.approx(0.1), "false"),
+        (2, pytest.approx(0.2), "true")]
+    with db.read() as s:
+        assert audit_store.verify(s, key).ok
+
+
+def test_shipping_twice_changes_nothing(db: Database, key: bytes, tmp_path: Path) -> None:
+    log = write(tmp_path / "spool", key, [entry(2) for _ in range(5)])
+    segments = sorted(log.folder.iterdir())
+    lines = [line for seg in segments for line in read_segment(seg)]
+    for _ in range(2):  # a crash between commit and delete ships a segment again
+        with db.write() as s:
+            audit_store.load(s, lines)
+    with db.read() as s:
+        assert len(s.scalars(select(AuditRequest)).all()) == 5
+        assert len(s.scalars(select(AuditDecision)).all()) == 10
+        assert audit_store.verify(s, key).ok
+
+
+@pytest.fixture()
+def shipped(db: Database, key: bytes, tmp_path: Path) -> list[AuditEntry]:
+    entries = [entry(1 + i % 3, request_id=str(i % 4)) for i in range(30)]
+    ship(write(tmp_path / "spool", key, entries), db)
+    return entries
+
+
+def findings(db: Database, key: bytes) -> list[tuple[str, int | None]]:
+    with db.read() as s:
+        return [(f.kind, f.seq) for f in audit_store.verify(s, key).findings]
+
+
+def test_edits_are_named(db: Database, key: bytes, shipped: list[AuditEntry]) -> None:
+    with db.write() as s:
+        s.execute(text("UPDATE audit_requests SET error = 'nothing' WHERE seq = 7"))
+        s.execute(text("UPDATE audit_decisions SET score = 0.99 WHERE decision_id = :d "
+                       "AND row_index = 0"), {"d": shipped[11].decision_id})
+    assert findings(db, key) == [("edited", 7), ("decision_mismatch", 12)]
+
+
+def test_deleted_and_inserted_records_are_named(
+    db: Database, key: bytes, shipped: list[AuditEntry]
+) -> None:
+    with db.write() as s:
+        s.execute(text("DELETE FROM audit_requests WHERE seq IN (5, 6)"))
+        row = s.scalars(select(AuditRequest).where(AuditRequest.seq == 9)).one()
+        forged = {c.name: getattr(row, c.name) for c in AuditRequest.__table__.columns}
+        forged.update(decision_id=str(uuid7()), seq=31, request_id="forged")
+        s.execute(insert(AuditRequest), [forged])
+    found = findings(db, key)
+    assert ("deleted", 5) in found and ("edited", 31) in found
+    assert ("orphaned", None) in found  # the deleted requests' decision rows
+
+
+def test_truncated_tail_is_named(db: Database, key: bytes, shipped: list[AuditEntry]) -> None:
+    with db.write() as s:
+        s.execute(text("DELETE FROM audit_decisions WHERE decision_id IN "
+                       "(SELECT decision_id FROM audit_requests WHERE seq > 20)"))
+        s.execute(text("DELETE FROM audit_requests WHERE seq > 20"))
+    assert findings(db, key) == [("truncated", 21)]
+
+
+def test_a_plain_sha256_chain_does_not_pass(
+    db: Database, key: bytes, shipped: list[AuditEntry]
+) -> None:
+    """An attacker without the key edits a row and recomputes the chain with SHA-256."""
+    with db.write() as s:
+        rows = s.scalars(select(AuditRequest).order_by(AuditRequest.seq)).all()
+        s.execute(text("UPDATE audit_requests SET status = 'OK', error = 'reviewed' "
+                       "WHERE seq = 3"))
+        previous = b""
+        for r in rows:
+            s.refresh(r)
+            fields = audit_store._fields(r)
+            digest = hashlib.sha256(previous + json.dumps(fields, sort_keys=True).encode())
+            previous = digest.digest()
+            s.execute(text("UPDATE audit_requests SET chain = :c WHERE decision_id = :d"),
+                      {"c": digest.hexdigest(), "d": r.decision_id})
+    kinds = {kind for kind, _ in findings(db, key)}
+    assert kinds == {"edited"}
+    assert len(findings(db, key)) == 30
+
+
+def test_missing_stream_and_wrong_key(
+    db: Database, key: bytes, shipped: list[AuditEntry], tmp_path: Path
+) -> None:
+    other = load_key(tmp_path / "other.key", create=True)
+    with db.read() as s:
+        assert [f.kind for f in audit_store.verify(s, other).findings] == ["wrong_key"]
+    with db.write() as s:
+        s.execute(text("DELETE FROM audit_streams"))
+    assert ("missing_stream", None) in findings(db, key)
+
+
+def test_checkpoints_are_append_only(db: Database, shipped: list[AuditEntry]) -> None:
+    with db.read() as s:
+        assert s.scalars(select(AuditCheckpoint)).all()
+    with pytest.raises(Exception, match="audit_checkpoints is append-only"), db.write() as s:
+        s.execute(text("DELETE FROM audit_checkpoints"))
+
+
+def test_non_finite_inputs_are_recorded_as_strings(
+    db: Database, key: bytes, tmp_path: Path
+) -> None:
+    e = entry(3)
+    e.inputs = {"INPUT": np.array([[np.nan], [np.inf], [-np.inf]], np.float32)}
+    ship(write(tmp_path / "spool", key, [e]), db)
+    with db.read() as s:
+        row = s.scalars(select(AuditRequest)).one()
+        assert row.inputs == {"INPUT": [["NaN"], ["Infinity"], ["-Infinity"]]}
+        assert audit_store.verify(s, key).ok
+
+
+def test_key_file_checks(tmp_path: Path) -> None:
+    from server.errors import ConfigError
+
+    loose = tmp_path / "loose.key"
+    loose.write_text("ab" * 32)
+    loose.chmod(0o644)
+    with pytest.raises(ConfigError, match="readable by others"):
+        load_key(loose)
+    short = tmp_path / "short.key"
+    short.write_text("abcd")
+    short.chmod(0o600)
+    with pytest.raises(ConfigError, match="needs at least 32"):
+        load_key(short)
+    with pytest.raises(ConfigError, match="No such file"):
+        load_key(tmp_path / "absent.key")
+
+
