@@ -52,6 +52,14 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     add("--registry-poll-seconds", help="how often deployments are re-read (default 2)")
     add("--rollback-window-seconds",
         help="how long a replaced stable version stays loaded for rollbacks (default 600)")
+    add("--audit", help="audit log durability: strict (default: an answer waits for its "
+                        "record's fsync), relaxed, or off")
+    add("--audit-key-file",
+        help="HMAC key of the audit chain, kept outside the database (default "
+             "$OSPREY_HOME/audit.key, created)")
+    add("--audit-spool-dir", help="local spool of audit records (default $OSPREY_HOME/audit-spool)")
+    add("--audit-spool-max-bytes", help="spool bound while the database is away (default 1 GiB)")
+    add("--audit-when-full", help="refuse (default: UNAVAILABLE) or relax, when the spool is full")
 
 
 def _config(args: argparse.Namespace) -> ServerConfig:
