@@ -18,6 +18,7 @@ Floats are JSON numbers; NaN and ±infinity (JSON has none) are the strings "NaN
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
@@ -77,10 +78,7 @@ def load_key(path: Path, create: bool = False) -> bytes:
     default under $OSPREY_HOME; production points ``audit_key_file`` at a secret).
     """
     if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+        _create_key(path)
     try:
         mode = path.stat().st_mode & 0o777
         raw = path.read_bytes().strip()
@@ -100,3 +98,21 @@ def load_key(path: Path, create: bool = False) -> bytes:
             f"{KEY_BYTES} (e.g. `openssl rand -hex 32`)"
         )
     return key
+
+
+def _create_key(path: Path) -> None:
+    """Publish a new random key at ``path`` atomically: written in full to a private
+    temporary file, then linked into place; if another process (a sibling worker) got
+    there first, its key is the one everyone uses."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(KEY_BYTES) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -37,6 +37,7 @@ from .audit_spool import AuditLog
 from .auth import AuthInterceptor, Authorizer
 from .config import ServerConfig
 from .errors import AddressInUse
+from .feedback import FeedbackServicer
 from .inference import InferenceCore
 from .loaded_models import LoadedModels
 from .metrics import ServerMetrics
@@ -44,6 +45,7 @@ from .model_source import ModelSource, RepositoryFolder
 from .peers import WorkerGroup, worker_socket
 from .protocol.inference import grpc_service_pb2 as pb
 from .protocol.inference import grpc_service_pb2_grpc as pb_grpc
+from .protocol.osprey.v1 import feedback_pb2_grpc as fpb_grpc
 from .registry_source import RegistrySource, RegistryWatcher
 from .servicer import InferenceServicer
 from .shadow import ShadowResult, ShadowRunner
@@ -162,6 +164,7 @@ class OspreyServer:
         database = None
         if (source is None and config.model_repository is None) or config.audit != "off":
             database = open_server_database(config)
+        self.database = database
         if source is None and config.model_repository is None:
             assert database is not None
             source = self._registry_source(config, database)
@@ -264,6 +267,8 @@ class OspreyServer:
             self.core, self.models, osprey_version(), lambda: self.ready, self.group
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+        if self.database is not None:
+            fpb_grpc.add_FeedbackServicer_to_server(FeedbackServicer(self.database), server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         await self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.health.set(INFERENCE_SERVICE, health_pb2.HealthCheckResponse.NOT_SERVING)
