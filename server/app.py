@@ -195,8 +195,10 @@ class OspreyServer:
     def _open_audit(self, config: ServerConfig, database: Database) -> None:
         key_file = config.audit_key_file or config.home / "audit.key"
         key = load_key(key_file, create=config.audit_key_file is None)
+        pii_key_file = config.audit_pii_key_file or config.home / "audit-pii.key"
+        pii_key = load_key(pii_key_file, create=config.audit_pii_key_file is None)
         spool = config.audit_spool_dir or config.home / "audit-spool"
-        self.audit = AuditLog(spool, key, config.audit,
+        self.audit = AuditLog(spool, key, config.audit, pii_key=pii_key,
                               max_spool_bytes=config.audit_spool_max_bytes,
                               when_full=config.audit_when_full)
         self.shipper = AuditShipper(self.audit, database, self._audit_reachable)

@@ -86,7 +86,14 @@ def audit_success(
         score_output=score,
         decision_output=decision,
         threshold=threshold,
+        personal=_personal(served),
     )
+
+
+def _personal(served: ServedVersion | None) -> frozenset[str]:
+    if served is None or served.features is None:
+        return frozenset()
+    return frozenset(served.features.spec.personal_columns)
 
 
 def audit_failure(
@@ -117,6 +124,7 @@ def audit_failure(
         trace_id=caller.trace_id,
         inputs=inputs,
         outputs={},
+        personal=_personal(served),
     )
 
 

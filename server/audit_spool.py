@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import json
 import logging
 import os
@@ -74,6 +76,8 @@ class AuditEntry:
     decision_output: str | None = None
     threshold: float | None = None
     queue_us: int | None = None
+    # Inputs the feature spec marks as personal data: stored as keyed hashes only.
+    personal: frozenset[str] = frozenset()
     done: asyncio.Future[None] | None = field(default=None, repr=False)
 
 
@@ -92,7 +96,26 @@ def _column(value: Any) -> list[Any]:
     return array.tolist()
 
 
-def serialise(entry: AuditEntry, stream_id: str, seq: int) -> dict[str, Any]:
+def _hashed(value: Any, pii_key: bytes) -> list[Any]:
+    """A personal-data tensor as keyed hashes (HMAC-SHA256 under the personal-data key,
+    which the database never holds): equal values stay equal, nothing is in the clear."""
+    if isinstance(value, tuple):
+        buffer, count = value
+        items = list(bytes_codec.decode(bytes(buffer), count))
+        shape: tuple[int, ...] = (count,)
+    else:
+        array = np.asarray(value)
+        shape = array.shape
+        items = [v if isinstance(v, bytes) else (str(v).encode() if array.dtype == object
+                 else np.asarray(v).tobytes()) for v in array.reshape(-1)]
+    digests = ["hmac-sha256:" + hmac.new(pii_key, item, hashlib.sha256).hexdigest()[:32]
+               for item in items]
+    return np.array(digests, dtype=object).reshape(shape).tolist()
+
+
+def serialise(
+    entry: AuditEntry, stream_id: str, seq: int, pii_key: bytes = b""
+) -> dict[str, Any]:
     """The ``audit_requests`` fields of an entry (what the chain signs)."""
     at = dt.datetime.fromtimestamp(entry.at_ns / 1e9, dt.UTC)
     return {
@@ -113,7 +136,10 @@ def serialise(entry: AuditEntry, stream_id: str, seq: int) -> dict[str, Any]:
         "caller": entry.caller,
         "principal": entry.principal,
         "trace_id": entry.trace_id,
-        "inputs": json_safe({k: _column(v) for k, v in entry.inputs.items()}),
+        "inputs": json_safe({
+            k: _hashed(v, pii_key) if k in entry.personal else _column(v)
+            for k, v in entry.inputs.items()
+        }),
         "outputs": json_safe({k: _column(v) for k, v in entry.outputs.items()}),
     }
 
@@ -160,6 +186,7 @@ class AuditLog:
         key: bytes,
         policy: str = "strict",
         *,
+        pii_key: bytes | None = None,
         max_spool_bytes: int = 1 << 30,
         when_full: str = "refuse",
         seal_seconds: float = SEAL_SECONDS,
@@ -168,6 +195,7 @@ class AuditLog:
             raise ValueError(f"audit policy {policy!r}")
         self.policy = policy
         self.key = key
+        self.pii_key = pii_key or key
         self.when_full = when_full
         self.max_spool_bytes = max_spool_bytes
         self.seal_seconds = seal_seconds
@@ -248,12 +276,12 @@ class AuditLog:
         lines = []
         for entry in group:
             try:
-                fields = serialise(entry, self.stream_id, self._seq)
+                fields = serialise(entry, self.stream_id, self._seq, self.pii_key)
             except Exception:
                 log.exception("audit record of decision %s could not be serialised",
                               entry.decision_id)
                 fields = serialise(
-                    _unserialisable(entry), self.stream_id, self._seq)
+                    _unserialisable(entry), self.stream_id, self._seq, self.pii_key)
             self._chain = link(self.key, self._chain, fields)
             record = {**fields, "chain": self._chain.hex(),
                       "decisions": decisions_of(fields, entry.score_output,

@@ -57,6 +57,9 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
     add("--audit-key-file",
         help="HMAC key of the audit chain, kept outside the database (default "
              "$OSPREY_HOME/audit.key, created)")
+    add("--audit-pii-key-file",
+        help="key of the hashes that stand for personal-data columns in the audit log "
+             "(default $OSPREY_HOME/audit-pii.key, created)")
     add("--audit-spool-dir", help="local spool of audit records (default $OSPREY_HOME/audit-spool)")
     add("--audit-spool-max-bytes", help="spool bound while the database is away (default 1 GiB)")
     add("--audit-when-full", help="refuse (default: UNAVAILABLE) or relax, when the spool is full")

@@ -60,6 +60,8 @@ class ServerConfig:
     # The audit log (server/audit_spool.py; README "Auditing decisions").
     audit: str = "strict"  # strict | relaxed | off
     audit_key_file: Path | None = None  # default <home>/audit.key (created, mode 0600)
+    # keyed hashes of personal-data columns (default <home>/audit-pii.key, created)
+    audit_pii_key_file: Path | None = None
     audit_spool_dir: Path | None = None  # default <home>/audit-spool
     audit_spool_max_bytes: int = 1 << 30  # while the database is away
     audit_when_full: str = "refuse"  # refuse (UNAVAILABLE) | relax (stop waiting for fsync)

@@ -203,3 +203,53 @@ def test_database_outage_spools_then_backfills(pg_server: PgServer, tmp_path: Pa
         server.stop()
         proxy.close()
         db.dispose()
+
+
+def test_personal_data_never_reaches_the_database_in_the_clear(tmp_path: Path) -> None:
+    from native.feature_spec import (
+        CategoricalColumn,
+        FeatureSpec,
+        HashBuckets,
+        NumericColumn,
+        Standardize,
+    )
+
+    from .onnx_models import features_graph
+
+    rng = np.random.default_rng(3)
+    frame = {"amount": rng.lognormal(3, 1, 500),
+             "card_id": [f"card-{i % 50:04d}" for i in range(500)]}
+    spec = FeatureSpec((
+        NumericColumn("amount", standardize=Standardize()),
+        CategoricalColumn("card_id", HashBuckets(16, seed=1), personal=True),
+    )).fit(frame)
+    profile = spec.reference_profile(frame)
+    repo = tmp_path / "repo"
+    path = write_model(repo, "fraud", features_graph(1 + 16), {"max_batch_size": 8})
+    (path.parent / "feature_spec.json").write_text(spec.to_json())
+    (path.parent / "reference_profile.json").write_text(profile.to_json())
+    home = tmp_path / "home"
+    server = ServerProcess(repo, home)
+    cards = [b"4111111111111111", b"5500005555555559"]
+    try:
+        client = grpcclient.InferenceServerClient(server.url)
+        amount = grpcclient.InferInput("amount", [2, 1], "FP32")
+        amount.set_data_from_numpy(np.array([[12.5], [99.0]], np.float32))
+        card = grpcclient.InferInput("card_id", [2, 1], "BYTES")
+        card.set_data_from_numpy(np.array([[cards[0]], [cards[1]]], dtype=object))
+        client.infer("fraud", [amount, card])
+        client.close()
+        db = Database(f"sqlite:///{home / 'osprey.db'}")
+        wait_for(lambda: _count(db, AuditRequest) >= 1, what="shipped")
+        with db.read() as s:
+            inputs = s.scalars(select(AuditRequest.inputs)).one()
+        db.dispose()
+    finally:
+        server.stop()
+    assert inputs["amount"] == [[12.5], [99.0]]
+    assert all(str(v[0] if isinstance(v, list) else v).startswith("hmac-sha256:")
+               for v in inputs["card_id"])
+    for file in home.rglob("*"):  # the database, its WAL, the spool, anything
+        if file.is_file():
+            data = file.read_bytes()
+            assert not any(c in data for c in cards), file
