@@ -72,13 +72,14 @@ def _query(args: argparse.Namespace) -> int:
     with db.read() as session:
         rows = session.scalars(query.limit(args.limit)).all()
         ids = [r.decision_id for r in rows]
-        decided: dict[str, list[AuditDecision]] = {i: [] for i in ids}
+        decided: dict[tuple[str, str], list[AuditDecision]] = {
+            (r.decision_id, r.route): [] for r in rows}
         if ids:
             for d in session.scalars(select(AuditDecision)
                                      .where(AuditDecision.decision_id.in_(ids))
                                      .order_by(AuditDecision.row_index)):
-                decided[d.decision_id].append(d)
-        document = [_request_json(r, decided[r.decision_id]) for r in rows]
+                decided.setdefault((d.decision_id, d.route), []).append(d)
+        document = [_request_json(r, decided[(r.decision_id, r.route)]) for r in rows]
     text = table(
         ["at (UTC)", "decision id", "request id", "model", "version", "route", "rows",
          "status", "scores", "decisions"],

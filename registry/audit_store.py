@@ -117,10 +117,10 @@ def verify(session: Session, key: bytes, since: dt.datetime | None = None) -> Ve
     query = select(AuditRequest).order_by(AuditRequest.stream_id, AuditRequest.seq)
     for row in session.scalars(query):
         by_stream[row.stream_id].append(row)
-    decisions: dict[str, list[AuditDecision]] = defaultdict(list)
+    decisions: dict[tuple[str, str], list[AuditDecision]] = defaultdict(list)
     for d in session.scalars(select(AuditDecision).order_by(AuditDecision.decision_id,
                                                             AuditDecision.row_index)):
-        decisions[d.decision_id].append(d)
+        decisions[(d.decision_id, d.route)].append(d)
     result.streams = len(streams)
     for stream_id in sorted(set(by_stream) | set(heads) - set(streams)):
         if stream_id not in streams:
@@ -162,20 +162,20 @@ def verify(session: Session, key: bytes, since: dt.datetime | None = None) -> Ve
             candidates = {stored} if stored in recomputed else {stored, *recomputed}
             expected_seq = row.seq + 1
             if since is None or row.at >= since:
-                _check_decisions(result, row, decisions.get(row.decision_id, []))
+                _check_decisions(result, row, decisions.get((row.decision_id, row.route), []))
         head = heads.get(stream_id)
         if head is not None and head >= expected_seq:
             result.findings.append(Finding(
                 stream_id, expected_seq, "truncated",
                 f"records {expected_seq}..{head} are gone: a checkpoint vouches for "
                 f"sequence {head}"))
-    known = {row.decision_id for rows in by_stream.values() for row in rows}
-    for decision_id in sorted(set(decisions) - known):
-        rows = decisions[decision_id]
+    known = {(row.decision_id, row.route) for rows in by_stream.values() for row in rows}
+    for decision_id, route in sorted(set(decisions) - known):
+        rows = decisions[(decision_id, route)]
         result.findings.append(Finding(
             "", None, "orphaned",
-            f"decision {decision_id}: {len(rows)} decided row(s) without their request "
-            "(the request was deleted)"))
+            f"decision {decision_id} ({route}): {len(rows)} decided row(s) without their "
+            "request (the request was deleted)"))
     return result
 
 

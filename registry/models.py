@@ -307,6 +307,8 @@ class AuditRequest(Base):
     )
 
     decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    # stable | canary | shadow: a shadow copy shares its request's decision id
+    route: Mapped[str] = mapped_column(String(16), primary_key=True)
     stream_id: Mapped[str] = mapped_column(String(96))
     seq: Mapped[int] = mapped_column(BigInteger)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -314,7 +316,6 @@ class AuditRequest(Base):
     routing_key: Mapped[str] = mapped_column(Text)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int | None] = mapped_column(Integer)
-    route: Mapped[str] = mapped_column(String(16))
     rows: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(32))
     error: Mapped[str] = mapped_column(Text)
@@ -337,10 +338,10 @@ class AuditDecision(Base):
 
     decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     row_index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    route: Mapped[str] = mapped_column(String(16), primary_key=True)
     at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     model: Mapped[str] = mapped_column(String(128))
     version: Mapped[int | None] = mapped_column(Integer)
-    route: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(32))
     score: Mapped[float | None] = mapped_column()
     decision: Mapped[str | None] = mapped_column(String(64))

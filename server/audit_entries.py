@@ -96,6 +96,37 @@ def _personal(served: ServedVersion | None) -> frozenset[str]:
     return frozenset(served.features.spec.personal_columns)
 
 
+def audit_shadow(
+    request: InferenceRequest, decision_id: str, served: ServedVersion,
+    outputs: dict[str, Any], latency_ms: float,
+) -> AuditEntry:
+    """The candidate's answer to a mirrored request (never returned to the client)."""
+    score, decision, threshold = _declared(served)
+    caller = request.caller
+    return AuditEntry(
+        decision_id=decision_id,
+        at_ns=_wall_ns(request.received_ns),
+        request_id=request.id,
+        routing_key=_routing_key(request),
+        model=served.name,
+        version=served.version,
+        route="shadow",
+        rows=_rows(request),
+        status="OK",
+        error="",
+        latency_us=int(latency_ms * 1000),
+        caller=caller.peer,
+        principal=caller.principal,
+        trace_id=caller.trace_id,
+        inputs=_inputs(request),
+        outputs=outputs,
+        score_output=score,
+        decision_output=decision,
+        threshold=threshold,
+        personal=_personal(served),
+    )
+
+
 def audit_failure(
     request: InferenceRequest, decision_id: str, served: ServedVersion | None,
     exc: BaseException,

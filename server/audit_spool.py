@@ -250,6 +250,15 @@ class AuditLog:
         if entry.done is not None:
             await entry.done
 
+    def record_nowait(self, entry: AuditEntry) -> None:
+        """Hand ``entry`` over without waiting (shadow answers: never on a client's
+        path); dropped when the spool is full."""
+        if self.spool_bytes >= self.max_spool_bytes:
+            return
+        with self._cond:
+            self._pending.append(entry)
+            self._cond.notify()
+
     # -- writer thread --------------------------------------------------------------------
 
     def _run(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from native import bytes_codec
 
-from .audit_entries import audit_failure, audit_refusal, audit_success
+from .audit_entries import audit_failure, audit_refusal, audit_shadow, audit_success
 from .audit_spool import AuditLog
 from .errors import InvalidColumn, InvalidInput, ModelNotReady
 from .ids import uuid7
@@ -191,8 +192,21 @@ class InferenceCore:
             # strict: the answer waits until its record is on disk
             await self.audit.record(audit_success(request, result, served))
         if shadow is not None and self.shadow is not None:
-            self.shadow.submit(shadow, decision_id, lambda: self._shadow_copy(shadow, request))
+            self.shadow.submit(shadow, decision_id, lambda: self._shadow_copy(shadow, request),
+                               self._audit_shadow(request, decision_id, shadow))
         return result
+
+    def _audit_shadow(
+        self, request: InferenceRequest, decision_id: str, shadow: ServedVersion
+    ) -> Callable[[dict[str, np.ndarray], float], None] | None:
+        audit = self.audit
+        if audit is None:
+            return None
+
+        def record(outputs: dict[str, np.ndarray], latency_ms: float) -> None:
+            audit.record_nowait(audit_shadow(request, decision_id, shadow, outputs, latency_ms))
+
+        return record
 
     async def record_refusal(self, request: Any, caller: Caller, exc: BaseException) -> None:
         """Audit a request refused before it could be decoded (its tensors unknown)."""

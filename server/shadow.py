@@ -5,9 +5,10 @@ task after the stable answer is ready and returns at once. Shadow work is the
 first thing dropped under load: a copy is dropped (and counted in
 ``osprey_shadow_dropped_total``) when ``max_in_flight`` copies are already running
 or the candidate's queue is over half full, and shadow requests take the lowest
-priority level. The candidate's answers go to a ``ShadowSink`` (the registry's
-``shadow_results`` table, written in batches from a thread); they are never
-returned to anyone.
+priority level. The candidate's answers go to the audit log with route
+``shadow`` (same decision id as the answer the client got), or, with the audit log
+off, to a ``ShadowSink`` (the registry's ``shadow_results`` table, written in
+batches from a thread); they are never returned to anyone.
 """
 
 from __future__ import annotations
@@ -77,13 +78,19 @@ class ShadowRunner:
         served: ServedVersion,
         decision_id: str,
         run: Callable[[], Awaitable[dict[str, np.ndarray]]],
+        on_answer: Callable[[dict[str, np.ndarray], float], None] | None = None,
     ) -> None:
-        """Start ``run`` (the candidate's inference) unless shadow work must be shed."""
+        """Start ``run`` (the candidate's inference) unless shadow work must be shed.
+
+        ``on_answer(outputs, latency_ms)`` takes the answer (the audit log, route
+        shadow); without it the answer goes to this runner's sink.
+        """
         queue_half = served.settings.max_queue_size // 2
         if len(self._in_flight) >= self.max_in_flight or served.batcher.queued > queue_half:
             self.on_drop(served.name, served.version)
             return
-        task = asyncio.get_running_loop().create_task(self._run(served, decision_id, run))
+        task = asyncio.get_running_loop().create_task(
+            self._run(served, decision_id, run, on_answer))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
         if self._flusher is None:
@@ -94,6 +101,7 @@ class ShadowRunner:
         served: ServedVersion,
         decision_id: str,
         run: Callable[[], Awaitable[dict[str, np.ndarray]]],
+        on_answer: Callable[[dict[str, np.ndarray], float], None] | None,
     ) -> None:
         start = time.perf_counter()
         try:
@@ -106,10 +114,13 @@ class ShadowRunner:
             log.exception("shadow copy to %s v%d failed", served.name, served.version)
             self.on_drop(served.name, served.version)
             return
+        latency_ms = (time.perf_counter() - start) * 1000.0
+        if on_answer is not None:
+            on_answer(outputs, latency_ms)
+            return
         self._pending.append(ShadowResult(
             decision_id, served.name, served.version,
-            {name: _jsonable(value) for name, value in outputs.items()},
-            (time.perf_counter() - start) * 1000.0,
+            {name: _jsonable(value) for name, value in outputs.items()}, latency_ms,
         ))
 
     async def _flush_forever(self) -> None:

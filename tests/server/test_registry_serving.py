@@ -26,11 +26,13 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from onnx import TensorProto, helper, numpy_helper
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from registry import migrate
 from registry.artifacts import LocalArtifactStore
 from registry.db import Database
+from registry.models import AuditRequest
 from registry.service import Registry
 from tests.postgres import PgServer
 from tests.tcp_proxy import TcpProxy
@@ -256,12 +258,22 @@ def test_shadow_answers_are_recorded_never_returned(deployed: Deployed) -> None:
         wait_for(lambda: _all_ready(deployed.registry, 2, 1), what="v2 ready")
         time.sleep(float(POLL) * 2)
         during = p50()  # every answer still from v1 (asserted in p50)
-        wait_for(lambda: len(deployed.registry.shadow_results("fraud")) >= 250,
-                 what="shadow results recorded")
-        results = deployed.registry.shadow_results("fraud")
-        assert {r["version"] for r in results} == {2}
-        assert all(r["outputs"] == {"OUTPUT": [[2.0]]} for r in results)
-        assert all(len(r["decision_id"]) == 36 for r in results)
+        # the candidate's answers are in the audit log (route shadow), never returned
+        db = deployed.registry.db
+
+        def shadowed() -> list[tuple[int | None, dict[str, Any], str]]:
+            with db.read() as s:
+                return [(r.version, r.outputs, r.decision_id) for r in s.scalars(
+                    select(AuditRequest).where(AuditRequest.route == "shadow"))]
+
+        wait_for(lambda: len(shadowed()) >= 250, what="shadow answers audited")
+        results = shadowed()
+        assert {version for version, _, _ in results} == {2}
+        assert all(outputs == {"OUTPUT": [[2.0]]} for _, outputs, _ in results)
+        with db.read() as s:  # each shadow answer shares its request's decision id
+            answered = set(s.scalars(select(AuditRequest.decision_id).where(
+                AuditRequest.route == "stable")))
+        assert {d for _, _, d in results} <= answered
         # the copy runs after the answer: latency within noise of no shadow at all
         assert during <= before * 1.5 + 0.002, (before, during)
         client.close()

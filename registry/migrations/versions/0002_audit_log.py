@@ -76,7 +76,9 @@ def upgrade() -> None:
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("score", sa.Double(), nullable=True),
         sa.Column("decision", sa.String(length=64), nullable=True),
-        sa.PrimaryKeyConstraint("decision_id", "row_index", name=op.f("pk_audit_decisions")),
+        sa.PrimaryKeyConstraint(
+            "decision_id", "row_index", "route", name=op.f("pk_audit_decisions")
+        ),
     )
     with op.batch_alter_table("audit_decisions", schema=None) as batch_op:
         batch_op.create_index("ix_audit_decisions_decision", ["decision"], unique=False)
@@ -106,7 +108,7 @@ def upgrade() -> None:
         sa.Column("inputs", _json(), nullable=False),
         sa.Column("outputs", _json(), nullable=False),
         sa.Column("chain", sa.String(length=64), nullable=False),
-        sa.PrimaryKeyConstraint("decision_id", name=op.f("pk_audit_requests")),
+        sa.PrimaryKeyConstraint("decision_id", "route", name=op.f("pk_audit_requests")),
         sa.UniqueConstraint("stream_id", "seq", name="uq_audit_requests_stream_id_seq"),
     )
     with op.batch_alter_table("audit_requests", schema=None) as batch_op:
