@@ -21,7 +21,11 @@ from . import audit_store
 from .audit_chain import load_key
 from .cli import _common, _config, _emit, _time, open_database, table
 from .migrate import check_schema
-from .models import AuditDecision, AuditRequest
+from .models import AuditDecision, AuditRequest, Feedback
+from .repository import add_event
+from .service import default_actor
+
+AUDIT_EVENTS = "(audit)"  # the model name of registry events about the audit log
 
 QUERY_LIMIT = 1000
 
@@ -112,6 +116,80 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _prune(args: argparse.Namespace) -> int:
+    config = _config(args)
+    db = open_database(config)
+    check_schema(db)
+    before = _when(args.before, "--before")
+    assert before is not None
+    reason = args.reason.strip()
+    if not reason:
+        raise InvalidInput("a reason is required (--reason)")
+    actor = args.actor or default_actor()
+    with db.write() as session:
+        done = audit_store.prune(session, before, actor, reason)
+        add_event(session, actor=actor, model=AUDIT_EVENTS, kind="audit_pruned",
+                  reason=reason, after=done)
+    return _emit(args, done, (
+        f"pruned {done['requests']} request(s), {done['decisions']} decision row(s) and "
+        f"{done['feedback']} label(s) from before {done['before']}; {done['streams']} "
+        "stream checkpoint(s) written (verification starts there)"))
+
+
+EXPORT_COLUMNS = ("decision_id", "row_index", "route", "at", "model", "version", "status",
+                  "score", "decision", "request_id", "routing_key", "caller", "principal",
+                  "trace_id", "label", "label_source", "inputs")
+
+
+def _export(args: argparse.Namespace) -> int:
+    import csv
+    import json
+    import sys
+
+    config = _config(args)
+    db = open_database(config)
+    check_schema(db)
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    query = (select(AuditDecision, AuditRequest, Feedback)
+             .join(AuditRequest, (AuditRequest.decision_id == AuditDecision.decision_id)
+                   & (AuditRequest.route == AuditDecision.route))
+             .outerjoin(Feedback, (Feedback.decision_id == AuditDecision.decision_id)
+                        & (Feedback.row_index == AuditDecision.row_index))
+             .order_by(AuditDecision.at, AuditDecision.decision_id, AuditDecision.row_index))
+    if since is not None:
+        query = query.where(AuditDecision.at >= since)
+    if until is not None:
+        query = query.where(AuditDecision.at < until)
+    if args.model:
+        query = query.where(AuditDecision.model == args.model)
+    if args.version is not None:
+        query = query.where(AuditDecision.version == args.version)
+    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    count = 0
+    try:
+        writer = csv.writer(out)
+        writer.writerow(EXPORT_COLUMNS)
+        with db.read() as session:
+            for d, r, f in session.execute(query).tuples():
+                row_inputs = {name: column[d.row_index] if isinstance(column, list)
+                              and d.row_index < len(column) else None
+                              for name, column in (r.inputs or {}).items()}
+                writer.writerow([
+                    d.decision_id, d.row_index, d.route, d.at.isoformat(), d.model, d.version,
+                    d.status, d.score, d.decision, r.request_id, r.routing_key, r.caller,
+                    r.principal, r.trace_id,
+                    json.dumps(f.label) if f is not None else "",
+                    f.source if f is not None else "", json.dumps(row_inputs),
+                ])
+                count += 1
+    finally:
+        if args.output:
+            out.close()
+    if args.output:
+        print(f"exported {count} decided row(s) to {args.output}")
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log of every decision").add_subparsers(
         dest="audit_command", required=True)
@@ -125,6 +203,20 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--version", type=int)
     p.add_argument("--limit", type=int, default=QUERY_LIMIT)
     p.set_defaults(run=_query)
+    p = audit.add_parser("prune", help="delete audited decisions older than a date "
+                                       "(checkpointed, recorded as an event)")
+    _common(p, write=True)
+    p.add_argument("--before", required=True, help="ISO 8601 time")
+    p.set_defaults(run=_prune)
+    p = audit.add_parser("export", help="one CSV row per decided row, with its label")
+    _common(p, write=False)
+    p.add_argument("--format", choices=["csv"], default="csv")
+    p.add_argument("--output", help="file (default: standard output)")
+    p.add_argument("--since")
+    p.add_argument("--until")
+    p.add_argument("--model")
+    p.add_argument("--version", type=int)
+    p.set_defaults(run=_export)
     p = audit.add_parser("verify", help="prove the audit log unaltered (exit 1 if not)")
     _common(p, write=False)
     p.add_argument("--since", help="check decision rows of requests from this time on")

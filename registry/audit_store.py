@@ -21,13 +21,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .audit_chain import CHAINED_FIELDS, GENESIS_PREVIOUS, key_id, link
-from .models import AuditCheckpoint, AuditDecision, AuditRequest, AuditStream
+from .models import AuditCheckpoint, AuditDecision, AuditRequest, AuditStream, Feedback
 
 SHIPPER = "audit shipper"
 
@@ -72,6 +72,42 @@ def load(session: Session, lines: list[dict[str, Any]]) -> int:
     return len(requests)
 
 
+# -- retention ------------------------------------------------------------------------------
+
+
+def prune(session: Session, before: dt.datetime, actor: str, reason: str) -> dict[str, Any]:
+    """Delete audited requests (with their decision rows and feedback) older than
+    ``before``; first checkpoint, per stream, the chain value of the last record
+    deleted, so that ``verify`` starts from there. Returns what was deleted."""
+    last = session.execute(
+        select(AuditRequest.stream_id, func.max(AuditRequest.seq))
+        .where(AuditRequest.at < before).group_by(AuditRequest.stream_id)).all()
+    now = dt.datetime.now(dt.UTC)
+    checkpoints = []
+    for stream_id, seq in last:
+        chain = session.scalar(select(AuditRequest.chain).where(
+            AuditRequest.stream_id == stream_id, AuditRequest.seq == seq))
+        checkpoints.append({"stream_id": stream_id, "seq": seq, "chain": chain, "at": now,
+                            "kind": "prune", "actor": actor,
+                            "reason": f"{reason} (before {before.isoformat()})"})
+    if checkpoints:
+        session.execute(_insert(session, AuditCheckpoint), checkpoints)
+    old = select(AuditRequest.decision_id).where(AuditRequest.at < before)
+    counted = {}
+    for name, table, where in (
+        ("feedback", Feedback, Feedback.decision_id.in_(old)),
+        ("decisions", AuditDecision, AuditDecision.decision_id.in_(old)),
+        ("requests", AuditRequest, AuditRequest.at < before),
+    ):
+        counted[name] = int(session.scalar(select(func.count()).select_from(table).where(where))
+                            or 0)
+        session.execute(delete(table).where(where))
+    feedback, decisions, requests = (counted["feedback"], counted["decisions"],
+                                     counted["requests"])
+    return {"before": before.isoformat(), "streams": len(checkpoints), "requests": requests,
+            "decisions": decisions, "feedback": feedback}
+
+
 # -- verification ---------------------------------------------------------------------------
 
 
@@ -113,6 +149,11 @@ def verify(session: Session, key: bytes, since: dt.datetime | None = None) -> Ve
     heads: dict[str, int] = dict(session.execute(
         select(AuditCheckpoint.stream_id, func.max(AuditCheckpoint.seq))
         .group_by(AuditCheckpoint.stream_id)).all())
+    pruned: dict[str, AuditCheckpoint] = {}
+    for checkpoint in session.scalars(select(AuditCheckpoint)
+                                      .where(AuditCheckpoint.kind == "prune")
+                                      .order_by(AuditCheckpoint.id)):
+        pruned[checkpoint.stream_id] = checkpoint  # the latest prune of each stream
     by_stream: dict[str, list[AuditRequest]] = defaultdict(list)
     query = select(AuditRequest).order_by(AuditRequest.stream_id, AuditRequest.seq)
     for row in session.scalars(query):
@@ -139,8 +180,17 @@ def verify(session: Session, key: bytes, since: dt.datetime | None = None) -> Ve
         # recomputed from its content (if only its chain value was tampered with).
         candidates = {link(key, GENESIS_PREVIOUS, genesis)}
         expected_seq = 1
+        if stream_id in pruned:  # records up to the prune are gone by design
+            candidates = {bytes.fromhex(pruned[stream_id].chain)}
+            expected_seq = pruned[stream_id].seq + 1
         for row in by_stream.get(stream_id, []):
             result.records += 1
+            if row.seq < expected_seq and stream_id in pruned and (
+                row.seq <= pruned[stream_id].seq
+            ):
+                result.findings.append(Finding(stream_id, row.seq, "inserted",
+                                               "a record older than the stream's prune"))
+                continue
             if row.seq < expected_seq:
                 result.findings.append(Finding(stream_id, row.seq, "inserted",
                                                f"a second record with sequence {row.seq}"))

@@ -201,3 +201,26 @@ def test_key_file_checks(tmp_path: Path) -> None:
         load_key(tmp_path / "absent.key")
 
 
+
+
+def test_prune_checkpoints_and_verification_starts_there(
+    db: Database, key: bytes, tmp_path: Path
+) -> None:
+    base = time.time_ns() - 3600 * 10**9
+    entries = [entry(2) for _ in range(20)]
+    for i, e in enumerate(entries):
+        e.at_ns = base + i * 10**9
+    ship(write(tmp_path / "spool", key, entries), db)
+    import datetime as dt
+
+    cut = dt.datetime.fromtimestamp((base + 10.5 * 10**9) / 1e9, dt.UTC)
+    with db.write() as s:
+        done = audit_store.prune(s, cut, "auditor", "retention: 7 years")
+    assert (done["requests"], done["decisions"], done["streams"]) == (11, 22, 1)
+    with db.read() as s:
+        assert [r.seq for r in s.scalars(select(AuditRequest).order_by(AuditRequest.seq))] == \
+            list(range(12, 21))
+        assert audit_store.verify(s, key).ok
+    with db.write() as s:  # tampering after a prune is still caught
+        s.execute(text("DELETE FROM audit_requests WHERE seq = 12"))
+    assert ("deleted", 12) in findings(db, key)
