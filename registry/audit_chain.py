@@ -22,7 +22,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import math
 import os
 import secrets
 from pathlib import Path
@@ -39,21 +38,6 @@ CHAINED_FIELDS = (
     "route", "rows", "status", "error", "latency_us", "queue_us", "caller", "principal",
     "trace_id", "inputs", "outputs",
 )
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as strings (JSON and jsonb have none)."""
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "NaN"
-        if math.isinf(value):
-            return "Infinity" if value > 0 else "-Infinity"
-        return value
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value
 
 
 def canonical(fields: dict[str, Any]) -> bytes:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from native import bytes_codec
-from registry.audit_chain import GENESIS_PREVIOUS, json_safe, key_id, link
+from registry.audit_chain import GENESIS_PREVIOUS, canonical, key_id, link
 
 from .errors import StoreUnavailable
 from .ids import uuid7
@@ -93,6 +93,13 @@ def _column(value: Any) -> list[Any]:
         return np.array(flat, dtype=object).reshape(array.shape).tolist()
     if array.dtype.kind == "V" or array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        # JSON (and jsonb) have no NaN or infinity: those elements become strings
+        spelled = array.astype(object)
+        spelled[np.isnan(array)] = "NaN"
+        spelled[np.isposinf(array)] = "Infinity"
+        spelled[np.isneginf(array)] = "-Infinity"
+        return spelled.tolist()
     return array.tolist()
 
 
@@ -136,11 +143,11 @@ def serialise(
         "caller": entry.caller,
         "principal": entry.principal,
         "trace_id": entry.trace_id,
-        "inputs": json_safe({
+        "inputs": {
             k: _hashed(v, pii_key) if k in entry.personal else _column(v)
             for k, v in entry.inputs.items()
-        }),
-        "outputs": json_safe({k: _column(v) for k, v in entry.outputs.items()}),
+        },
+        "outputs": {k: _column(v) for k, v in entry.outputs.items()},
     }
 
 
@@ -291,12 +298,13 @@ class AuditLog:
                               entry.decision_id)
                 fields = serialise(
                     _unserialisable(entry), self.stream_id, self._seq, self.pii_key)
-            self._chain = link(self.key, self._chain, fields)
-            record = {**fields, "chain": self._chain.hex(),
-                      "decisions": decisions_of(fields, entry.score_output,
-                                                entry.decision_output, entry.threshold)}
-            lines.append((json.dumps(record, separators=(",", ":"), ensure_ascii=False),
-                          entry))
+            body = canonical(fields)  # what the chain signs, reused as the spool line
+            self._chain = hmac.new(self.key, self._chain + body, hashlib.sha256).digest()
+            decided = decisions_of(fields, entry.score_output, entry.decision_output,
+                                   entry.threshold)
+            line = (body[:-1].decode() + ',"chain":"' + self._chain.hex() + '","decisions":'
+                    + json.dumps(decided, separators=(",", ":")) + "}")
+            lines.append((line, entry))
             self._seq += 1
         self._write_lines(lines)
 
