@@ -62,16 +62,24 @@ REGISTRY_HEALTH_SERVICE = "osprey.registry"
 AUDIT_HEALTH_SERVICE = "osprey.audit"
 
 
-def open_server_database(config: ServerConfig) -> Database:
+def open_server_database(config: ServerConfig, upgrade: bool = True) -> Database:
     """The registry/audit database of a server. The embedded default (no database_url)
-    is the server's own and is migrated here; an explicit one must be at this code's
-    schema already (`osprey db upgrade`)."""
+    is the server's own and is migrated here (``upgrade``; with ``--workers N`` the
+    supervisor does it once, before the workers start); an explicit one must be at
+    this code's schema already (`osprey db upgrade`)."""
     database = Database(config.database_url, home=config.home)
-    if not config.database_url:
+    if not config.database_url and upgrade:
         migrate.upgrade(database)
     else:
         migrate.check_schema(database)
     return database
+
+
+def prepare_embedded_database(config: ServerConfig) -> None:
+    """Migrate the embedded SQLite database once (the supervisor, before forking)."""
+    needed = config.audit != "off" or config.model_repository is None
+    if needed and not config.database_url:
+        open_server_database(config).dispose()
 
 
 class _RegistryShadowSink:
@@ -163,7 +171,7 @@ class OspreyServer:
         self.shipper: AuditShipper | None = None
         database = None
         if (source is None and config.model_repository is None) or config.audit != "off":
-            database = open_server_database(config)
+            database = open_server_database(config, upgrade=self.group.count == 1)
         self.database = database
         if source is None and config.model_repository is None:
             assert database is not None

@@ -83,10 +83,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _supervise(config: ServerConfig) -> int:
     import asyncio
 
-    from .app import configure_logging
+    from .app import configure_logging, prepare_embedded_database
     from .supervisor import Supervisor
 
     configure_logging(config.log_level, prefix="supervisor ")
+    prepare_embedded_database(config)  # once, not by N workers at the same moment
     return asyncio.run(Supervisor(config).run())
 
 
