@@ -17,6 +17,7 @@ that disagree with the (chained) request they belong to.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,15 +53,7 @@ def load(session: Session, lines: list[dict[str, Any]]) -> int:
              "genesis_chain": ""} for g in streams
         ])
     if requests:
-        session.execute(_insert(session, AuditRequest).on_conflict_do_nothing(), [
-            {**{k: r[k] for k in CHAINED_FIELDS}, "at": _time(r["at"]), "chain": r["chain"]}
-            for r in requests
-        ])
-        decisions = [
-            {**d, "at": _time(d["at"])} for r in requests for d in r.get("decisions", ())
-        ]
-        if decisions:
-            session.execute(_insert(session, AuditDecision).on_conflict_do_nothing(), decisions)
+        _bulk_insert(session, requests)
         heads: dict[str, dict[str, Any]] = {}
         for r in requests:
             if r["stream_id"] not in heads or r["seq"] > heads[r["stream_id"]]["seq"]:
@@ -70,6 +63,56 @@ def load(session: Session, lines: list[dict[str, Any]]) -> int:
              "kind": "ship", "actor": SHIPPER, "reason": ""} for s, r in heads.items()
         ])
     return len(requests)
+
+
+REQUEST_COLUMNS = (*CHAINED_FIELDS, "chain")
+DECISION_COLUMNS = ("decision_id", "row_index", "route", "at", "model", "version", "status",
+                    "score", "decision")
+_JSON_COLUMNS = {"inputs", "outputs"}
+
+
+def _rows(records: list[dict[str, Any]], columns: tuple[str, ...],
+          at: Any) -> list[tuple[Any, ...]]:
+    return [tuple(at(r[c]) if c == "at" else json.dumps(r[c], separators=(",", ":"))
+                  if c in _JSON_COLUMNS else r[c] for c in columns) for r in records]
+
+
+def _bulk_insert(session: Session, requests: list[dict[str, Any]]) -> None:
+    """Requests and their decision rows, skipping any already there: ``executemany`` on
+    the raw SQLite connection, ``COPY`` into a temporary table then one ``INSERT … ON
+    CONFLICT DO NOTHING`` on PostgreSQL (no per-row SQLAlchemy work)."""
+    decisions = [d for r in requests for d in r.get("decisions", ())]
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    if session.get_bind().dialect.name == "postgresql":
+        with raw.cursor() as cur:
+            for table, columns, records in (("audit_requests", REQUEST_COLUMNS, requests),
+                                            ("audit_decisions", DECISION_COLUMNS, decisions)):
+                if not records:
+                    continue
+                staging = f"{table}_incoming"
+                cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
+                            f"(LIKE {table}) ON COMMIT DELETE ROWS")
+                names = ", ".join(columns)
+                with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+                    for row in _rows(records, columns, _time):
+                        copy.write_row(row)
+                cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
+                            "ON CONFLICT DO NOTHING")
+        return
+    sqlite_time = _sqlite_time
+    for table, columns, records in (("audit_requests", REQUEST_COLUMNS, requests),
+                                    ("audit_decisions", DECISION_COLUMNS, decisions)):
+        if records:
+            marks = ", ".join("?" * len(columns))
+            raw.executemany(
+                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})",
+                _rows(records, columns, sqlite_time))
+
+
+def _sqlite_time(text: str) -> str:
+    """How SQLAlchemy stores a UTC datetime in SQLite (what the ORM reads back)."""
+    return _time(text).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
 # -- retention ------------------------------------------------------------------------------
