@@ -324,8 +324,10 @@ class AuditRequest(Base):
     caller: Mapped[str] = mapped_column(String(256))
     principal: Mapped[str] = mapped_column(String(256))
     trace_id: Mapped[str] = mapped_column(String(64))
-    inputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
-    outputs: Mapped[dict[str, Any]] = mapped_column(JSONDoc)
+    # json, not jsonb, on PostgreSQL: the chain signs the numbers as written, and jsonb
+    # would rewrite some (1e+30 comes back as 1000000000000000000000000000000).
+    inputs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    outputs: Mapped[dict[str, Any]] = mapped_column(JSON)
     chain: Mapped[str] = mapped_column(String(64))
 
 

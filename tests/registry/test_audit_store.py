@@ -224,3 +224,17 @@ def test_prune_checkpoints_and_verification_starts_there(
     with db.write() as s:  # tampering after a prune is still caught
         s.execute(text("DELETE FROM audit_requests WHERE seq = 12"))
     assert ("deleted", 12) in findings(db, key)
+
+
+def test_numbers_are_kept_exactly_as_signed(db: Database, key: bytes, tmp_path: Path) -> None:
+    """Large and tiny floats, float64 and int64: read back as written (jsonb would rewrite
+    1e+30 as an integer and break the chain), so the log still verifies."""
+    e = entry(4)
+    e.inputs = {"INPUT": np.array([[1e30], [1e-7], [123456789012345678.0], [-0.0]]),
+                "COUNT": np.array([[2**62], [0], [-1], [7]], np.int64)}
+    ship(write(tmp_path / "spool", key, [e]), db)
+    with db.read() as s:
+        row = s.scalars(select(AuditRequest)).one()
+        assert row.inputs["INPUT"] == [[1e30], [1e-7], [123456789012345678.0], [-0.0]]
+        assert row.inputs["COUNT"] == [[2**62], [0], [-1], [7]]
+        assert audit_store.verify(s, key).ok

@@ -105,8 +105,9 @@ def upgrade() -> None:
         sa.Column("caller", sa.String(length=256), nullable=False),
         sa.Column("principal", sa.String(length=256), nullable=False),
         sa.Column("trace_id", sa.String(length=64), nullable=False),
-        sa.Column("inputs", _json(), nullable=False),
-        sa.Column("outputs", _json(), nullable=False),
+        # json (not jsonb): the audit chain signs the numbers exactly as written
+        sa.Column("inputs", sa.JSON(), nullable=False),
+        sa.Column("outputs", sa.JSON(), nullable=False),
         sa.Column("chain", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("decision_id", "route", name=op.f("pk_audit_requests")),
         sa.UniqueConstraint("stream_id", "seq", name="uq_audit_requests_stream_id_seq"),
