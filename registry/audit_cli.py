@@ -19,7 +19,7 @@ from server.errors import InvalidInput
 
 from . import audit_store
 from .audit_chain import load_key
-from .cli import _common, _config, _emit, _time, open_database, table
+from .cli import add_common_flags, config_of, emit, format_time, open_database, table
 from .migrate import check_schema
 from .models import AuditDecision, AuditRequest, Feedback
 from .repository import add_event
@@ -54,7 +54,7 @@ def _request_json(row: AuditRequest, decisions: list[AuditDecision]) -> dict[str
 
 
 def _query(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     db = open_database(config)
     check_schema(db)
     query = select(AuditRequest).order_by(AuditRequest.at, AuditRequest.decision_id)
@@ -87,18 +87,18 @@ def _query(args: argparse.Namespace) -> int:
     text = table(
         ["at (UTC)", "decision id", "request id", "model", "version", "route", "rows",
          "status", "scores", "decisions"],
-        [[_time(r["at"]), r["decision_id"], r["request_id"] or "-", r["model"], r["version"],
+        [[format_time(r["at"]), r["decision_id"], r["request_id"] or "-", r["model"], r["version"],
           r["route"], r["rows"], r["status"],
           ",".join(f"{d['score']:.4g}" for d in r["decisions"] if d["score"] is not None)
           or None,
           ",".join(str(d["decision"]) for d in r["decisions"] if d["decision"] is not None)
           or None] for r in document],
     ) if document else "no audited requests match"
-    return _emit(args, document, text)
+    return emit(args, document, text)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     db = open_database(config)
     check_schema(db)
     key = load_key(config.audit_key_file or config.home / "audit.key")
@@ -112,12 +112,12 @@ def _verify(args: argparse.Namespace) -> int:
     else:
         text = "\n".join([f"AUDIT LOG TAMPERED: {len(result.findings)} finding(s)",
                           *(f"  {f}" for f in result.findings)])
-    _emit(args, document, text)
+    emit(args, document, text)
     return 0 if result.ok else 1
 
 
 def _prune(args: argparse.Namespace) -> int:
-    config = _config(args)
+    config = config_of(args)
     db = open_database(config)
     check_schema(db)
     before = _when(args.before, "--before")
@@ -130,7 +130,7 @@ def _prune(args: argparse.Namespace) -> int:
         done = audit_store.prune(session, before, actor, reason)
         add_event(session, actor=actor, model=AUDIT_EVENTS, kind="audit_pruned",
                   reason=reason, after=done)
-    return _emit(args, done, (
+    return emit(args, done, (
         f"pruned {done['requests']} request(s), {done['decisions']} decision row(s) and "
         f"{done['feedback']} label(s) from before {done['before']}; {done['streams']} "
         "stream checkpoint(s) written (verification starts there)"))
@@ -146,7 +146,7 @@ def _export(args: argparse.Namespace) -> int:
     import json
     import sys
 
-    config = _config(args)
+    config = config_of(args)
     db = open_database(config)
     check_schema(db)
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
@@ -194,7 +194,7 @@ def add_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log of every decision").add_subparsers(
         dest="audit_command", required=True)
     p = audit.add_parser("query", help="audited requests and their decisions")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("--decision-id")
     p.add_argument("--request-id", help="the client's request id (not unique)")
     p.add_argument("--since", help="ISO 8601 time (UTC unless it says otherwise)")
@@ -205,11 +205,11 @@ def add_commands(sub: Any) -> None:
     p.set_defaults(run=_query)
     p = audit.add_parser("prune", help="delete audited decisions older than a date "
                                        "(checkpointed, recorded as an event)")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("--before", required=True, help="ISO 8601 time")
     p.set_defaults(run=_prune)
     p = audit.add_parser("export", help="one CSV row per decided row, with its label")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("--format", choices=["csv"], default="csv")
     p.add_argument("--output", help="file (default: standard output)")
     p.add_argument("--since")
@@ -218,6 +218,6 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--version", type=int)
     p.set_defaults(run=_export)
     p = audit.add_parser("verify", help="prove the audit log unaltered (exit 1 if not)")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("--since", help="check decision rows of requests from this time on")
     p.set_defaults(run=_verify)

@@ -32,7 +32,7 @@ STRATEGIES = {"blue-green": "blue_green", "canary": "canary", "shadow": "shadow"
 # -- plumbing -----------------------------------------------------------------------------
 
 
-def _common(parser: argparse.ArgumentParser, write: bool) -> None:
+def add_common_flags(parser: argparse.ArgumentParser, write: bool) -> None:
     add = parser.add_argument
     add("--database-url", help="registry database (default: sqlite:///$OSPREY_HOME/osprey.db)")
     add("--home", help="Osprey's data folder (default ~/.osprey)")
@@ -43,7 +43,7 @@ def _common(parser: argparse.ArgumentParser, write: bool) -> None:
         add("--actor", help="who (default: $OSPREY_ACTOR, else user@host)")
 
 
-def _config(args: argparse.Namespace) -> ServerConfig:
+def config_of(args: argparse.Namespace) -> ServerConfig:
     cli = {k: getattr(args, k, None) for k in ("home", "database_url", "audit_key_file")}
     return load_config(cli=cli, config_file=args.config)
 
@@ -61,14 +61,14 @@ def open_registry(config: ServerConfig, check: bool = True) -> Registry:
 
 
 def _registry(args: argparse.Namespace) -> Registry:
-    return open_registry(_config(args))
+    return open_registry(config_of(args))
 
 
 def _actor(args: argparse.Namespace) -> str:
     return getattr(args, "actor", None) or default_actor()
 
 
-def _emit(args: argparse.Namespace, document: Any, text: str) -> int:
+def emit(args: argparse.Namespace, document: Any, text: str) -> int:
     if args.json:
         print(json.dumps(document, indent=2, sort_keys=False, default=str))
     else:
@@ -76,7 +76,7 @@ def _emit(args: argparse.Namespace, document: Any, text: str) -> int:
     return 0
 
 
-def _time(value: dt.datetime | str | None) -> str:
+def format_time(value: dt.datetime | str | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, str):
@@ -117,7 +117,7 @@ def _version_rows(versions: list[VersionRecord], d: DeploymentRecord | None) -> 
             elif v.version == d.previous_version:
                 role = "previous"
         rows.append([v.version, v.status, role, v.sha256[:12], v.size_bytes,
-                     "spec" if v.has_feature_spec else "plain", _time(v.created_at),
+                     "spec" if v.has_feature_spec else "plain", format_time(v.created_at),
                      v.created_by])
     return rows
 
@@ -126,7 +126,8 @@ VERSION_HEADERS = ["version", "status", "role", "sha256", "bytes", "inputs", "cr
 
 
 def _events_table(events: list[EventRecord]) -> str:
-    rows = [[e.id, _time(e.at), e.actor, e.kind, e.version, _change(e), e.reason] for e in events]
+    rows = [[e.id, format_time(e.at), e.actor, e.kind, e.version, _change(e), e.reason]
+            for e in events]
     return table(["id", "at (UTC)", "actor", "event", "version", "change", "reason"], rows)
 
 
@@ -145,21 +146,21 @@ def _db_migrate(action: str) -> Callable[[argparse.Namespace], int]:
     """``db upgrade`` / ``db downgrade``: move the schema to ``args.revision``."""
 
     def run(args: argparse.Namespace) -> int:
-        db = open_database(_config(args))
+        db = open_database(config_of(args))
         before = migrate.current(db)
         getattr(migrate, action)(db, args.revision)
         after = migrate.current(db)
-        return _emit(args, {"database": describe(db.url), "from": before, "to": after},
+        return emit(args, {"database": describe(db.url), "from": before, "to": after},
                      f"{describe(db.url)}: schema {before or 'empty'} -> {after or 'empty'}")
 
     return run
 
 
 def _db_current(args: argparse.Namespace) -> int:
-    db = open_database(_config(args))
+    db = open_database(config_of(args))
     at, head = migrate.current(db), migrate.head()
     state = "up to date" if at == head else f"needs `{migrate.UPGRADE_COMMAND}`"
-    return _emit(args, {"database": describe(db.url), "current": at, "head": head},
+    return emit(args, {"database": describe(db.url), "current": at, "head": head},
                  f"{describe(db.url)}: schema {at or 'empty'} (this Osprey: {head}; {state})")
 
 
@@ -231,7 +232,7 @@ def _models_register(args: argparse.Namespace) -> int:
         settings=_read_json(args.settings, "--settings"), description=args.description or "",
         new=new,
     )
-    return _emit(args, record.to_json(),
+    return emit(args, record.to_json(),
                  f"registered {record.model} version {record.version} "
                  f"(sha256 {record.sha256[:12]}, {record.size_bytes} bytes, "
                  f"{'feature spec' if record.has_feature_spec else 'plain ONNX'})")
@@ -245,9 +246,9 @@ def _models_list(args: argparse.Namespace) -> int:
         ["model", "versions", "stable", "candidate", "mode", "weight", "revision", "updated"],
         [[m.name, n, d.stable_version, d.candidate_version,
           d.mode.replace("_", "-") if d.mode else None, d.candidate_weight, d.revision,
-          _time(d.updated_at)] for m, d, n in rows],
+          format_time(d.updated_at)] for m, d, n in rows],
     ) if rows else "no models registered"
-    return _emit(args, document, text)
+    return emit(args, document, text)
 
 
 def _models_show(args: argparse.Namespace) -> int:
@@ -267,7 +268,7 @@ def _models_show(args: argparse.Namespace) -> int:
         f"last {len(events)} events:",
         _events_table(events),
     ])
-    return _emit(args, document, text)
+    return emit(args, document, text)
 
 
 def _models_import(args: argparse.Namespace) -> int:
@@ -277,7 +278,7 @@ def _models_import(args: argparse.Namespace) -> int:
     imported = import_repository(registry, args.repository, actor=_actor(args),
                                  reason=args.reason, set_stable=not args.no_stable)
     rows = [[i.model, i.source_version, i.version, "yes" if i.stable else ""] for i in imported]
-    return _emit(args, [i.__dict__ for i in imported],
+    return emit(args, [i.__dict__ for i in imported],
                  table(["model", "folder version", "registered as", "stable"], rows)
                  if rows else f"no model versions found in {args.repository}")
 
@@ -295,7 +296,7 @@ def _status_text(status: ModelStatus) -> str:
         lines += ["", table(
             ["replica", "host", "pid", "state", "heartbeat", "revision", "loaded", "ready",
              "failed"],
-            [[x.id, x.host, x.pid, x.state, _time(x.last_heartbeat),
+            [[x.id, x.host, x.pid, x.state, format_time(x.last_heartbeat),
               x.holds[name].get("revision"),
               ",".join(map(str, x.holds[name].get("loaded", []))),
               ",".join(map(str, x.holds[name].get("ready", []))),
@@ -312,10 +313,10 @@ def _status_text(status: ModelStatus) -> str:
 
 def _rollout_line(r: RolloutRecord) -> str:
     steps = f", steps {r.steps} at step {r.current_step + 1}" if r.steps else ""
-    end = f", finished {_time(r.finished_at)}" if r.finished_at else ""
+    end = f", finished {format_time(r.finished_at)}" if r.finished_at else ""
     return (f"rollout #{r.id} ({r.state}): {r.strategy.replace('_', '-')} of v"
             f"{r.candidate_version} from v{r.baseline_version}, weight {r.weight} %{steps}; "
-            f"started {_time(r.started_at)} by {r.started_by}{end}: {r.reason}")
+            f"started {format_time(r.started_at)} by {r.started_by}{end}: {r.reason}")
 
 
 def _deploy_set_stable(args: argparse.Namespace) -> int:
@@ -324,7 +325,7 @@ def _deploy_set_stable(args: argparse.Namespace) -> int:
         allow_signature_change=args.allow_signature_change,
         expected_revision=args.expect_revision,
     )
-    return _emit(args, d.to_json(), f"model {d.model}: {_deployment_line(d)}")
+    return emit(args, d.to_json(), f"model {d.model}: {_deployment_line(d)}")
 
 
 def _steps(value: str | None) -> list[int] | None:
@@ -344,7 +345,7 @@ def _rollout_start(args: argparse.Namespace) -> int:
         allow_signature_change=args.allow_signature_change,
         expected_revision=args.expect_revision,
     )
-    return _emit(args, r.to_json(), _rollout_line(r))
+    return emit(args, r.to_json(), _rollout_line(r))
 
 
 def _rollout_step(args: argparse.Namespace) -> int:
@@ -352,7 +353,7 @@ def _rollout_step(args: argparse.Namespace) -> int:
         args.model, actor=_actor(args), reason=args.reason, weight=args.weight,
         expected_revision=args.expect_revision,
     )
-    return _emit(args, r.to_json(), _rollout_line(r))
+    return emit(args, r.to_json(), _rollout_line(r))
 
 
 def _rollout_write(action: str) -> Callable[[argparse.Namespace], int]:
@@ -363,13 +364,13 @@ def _rollout_write(action: str) -> Callable[[argparse.Namespace], int]:
         if action == "promote":
             kwargs["force"] = args.force
         d = getattr(registry, action)(args.model, **kwargs)
-        return _emit(args, d.to_json(), f"model {d.model}: {_deployment_line(d)}")
+        return emit(args, d.to_json(), f"model {d.model}: {_deployment_line(d)}")
     return run
 
 
 def _rollout_status(args: argparse.Namespace) -> int:
     status = _registry(args).status(args.model)
-    return _emit(args, {"deployment": status.deployment.to_json(),
+    return emit(args, {"deployment": status.deployment.to_json(),
                         "rollout": status.rollout.to_json() if status.rollout else None,
                         "replicas": [r.to_json() for r in status.replicas]},
                  _status_text(status))
@@ -377,7 +378,7 @@ def _rollout_status(args: argparse.Namespace) -> int:
 
 def _rollout_history(args: argparse.Namespace) -> int:
     events = _registry(args).history(args.model, limit=args.limit)
-    return _emit(args, [e.to_json() for e in events],
+    return emit(args, [e.to_json() for e in events],
                  _events_table(events) if events else "no events")
 
 
@@ -389,21 +390,21 @@ def add_commands(sub: Any) -> None:
     db = sub.add_parser("db", help="the registry database schema").add_subparsers(
         dest="db_command", required=True)
     p = db.add_parser("upgrade", help="migrate the registry database to this Osprey's schema")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("revision", nargs="?", default="head")
     p.set_defaults(run=_db_migrate("upgrade"))
     p = db.add_parser("downgrade", help="migrate the registry database back (data loss!)")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("revision", help="target revision ('base' = empty)")
     p.set_defaults(run=_db_migrate("downgrade"))
     p = db.add_parser("current", help="the schema revision of the database and of this code")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.set_defaults(run=_db_current)
 
     models = sub.add_parser("models", help="registered models and versions").add_subparsers(
         dest="models_command", required=True)
     p = models.add_parser("register", help="validate an ONNX file and register it as a version")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("model")
     p.add_argument("onnx", type=Path)
     p.add_argument("--settings", type=Path,
@@ -422,15 +423,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--tag", action="append", default=[], help="KEY=VALUE (repeatable)")
     p.set_defaults(run=_models_register)
     p = models.add_parser("list", help="every model with its deployment")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.set_defaults(run=_models_list)
     p = models.add_parser("show", help="a model's versions, deployment and recent events")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("model")
     p.add_argument("--events", type=int, default=10, help="how many events (default 10)")
     p.set_defaults(run=_models_show)
     p = models.add_parser("import", help="register every version of a model-repository folder")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("repository", type=Path)
     p.add_argument("--no-stable", action="store_true",
                    help="do not make the policy's latest version stable for new models")
@@ -439,7 +440,7 @@ def add_commands(sub: Any) -> None:
     deploy = sub.add_parser("deploy", help="what serves").add_subparsers(
         dest="deploy_command", required=True)
     p = deploy.add_parser("set-stable", help="serve VERSION to all traffic")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("model")
     p.add_argument("version", type=int)
     p.add_argument("--allow-signature-change", action="store_true")
@@ -449,7 +450,7 @@ def add_commands(sub: Any) -> None:
     rollout = sub.add_parser("rollout", help="blue-green, canary and shadow rollouts")
     rs = rollout.add_subparsers(dest="rollout_command", required=True)
     p = rs.add_parser("start", help="start rolling VERSION out")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("model")
     p.add_argument("version", type=int)
     p.add_argument("--strategy", choices=sorted(STRATEGIES), required=True)
@@ -459,7 +460,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--expect-revision", type=int)
     p.set_defaults(run=_rollout_start)
     p = rs.add_parser("step", help="canary: the next step, or --weight")
-    _common(p, write=True)
+    add_common_flags(p, write=True)
     p.add_argument("model")
     p.add_argument("--weight", type=int)
     p.add_argument("--expect-revision", type=int)
@@ -468,7 +469,7 @@ def add_commands(sub: Any) -> None:
                          ("abort", "stop the rollout; all traffic to the stable version"),
                          ("rollback", "make the previous stable version stable again")):
         p = rs.add_parser(action, help=text)
-        _common(p, write=True)
+        add_common_flags(p, write=True)
         p.add_argument("model")
         p.add_argument("--expect-revision", type=int)
         if action == "promote":
@@ -476,11 +477,11 @@ def add_commands(sub: Any) -> None:
                            help="even if some live replica does not hold the candidate ready")
         p.set_defaults(run=_rollout_write(action))
     p = rs.add_parser("status", help="deployment, rollout and replicas of a model")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("model")
     p.set_defaults(run=_rollout_status)
     p = rs.add_parser("history", help="every change of a model, oldest first")
-    _common(p, write=False)
+    add_common_flags(p, write=False)
     p.add_argument("model")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(run=_rollout_history)

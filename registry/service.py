@@ -338,13 +338,7 @@ class Registry:
         """Serve ``version`` to everyone (no rollout may be running)."""
         reason = _require_reason(reason)
         with self._changing(name) as (session, model, dep):
-            running = repo.running_rollout(session, model)
-            if running is not None:
-                raise RolloutInProgress(
-                    f"model '{name}' has a {_label(running.strategy)} rollout of version "
-                    f"{running.candidate_version} running (started by {running.started_by}); "
-                    f"promote or abort it first (`osprey rollout promote|abort {name}`)"
-                )
+            _no_rollout_running(session, model)
             self._check_deployable(session, model, version, dep.stable_version,
                                    allow_signature_change)
             if dep.stable_version == version:
@@ -379,14 +373,7 @@ class Registry:
         plan = _plan(strategy, weight, steps)
         try:
             with self._changing(name) as (session, model, dep):
-                running = repo.running_rollout(session, model)
-                if running is not None:
-                    raise RolloutInProgress(
-                        f"model '{name}' already has a {_label(running.strategy)} rollout of "
-                        f"version {running.candidate_version} running (started by "
-                        f"{running.started_by} at {running.started_at:%Y-%m-%d %H:%M:%S} UTC); "
-                        f"promote or abort it first"
-                    )
+                _no_rollout_running(session, model)
                 if dep.stable_version is None:
                     raise InvalidTransition(
                         f"model '{name}' has no stable version to roll out from; make one "
@@ -524,12 +511,7 @@ class Registry:
         still hold it within their rollback window)."""
         reason = _require_reason(reason)
         with self._changing(name) as (session, model, dep):
-            running = repo.running_rollout(session, model)
-            if running is not None:
-                raise RolloutInProgress(
-                    f"model '{name}' has a rollout of version {running.candidate_version} "
-                    f"running; `osprey rollout abort {name}` takes traffic off it"
-                )
+            _no_rollout_running(session, model)
             if dep.previous_version is None:
                 raise InvalidTransition(
                     f"model '{name}' has no previous stable version to roll back to"
@@ -748,6 +730,18 @@ class Registry:
             before=before.state(), after={**after.state(), **(extra or {})},
         )
         return after
+
+
+def _no_rollout_running(session: Session, model: Model) -> None:
+    """RolloutInProgress if ``model`` has a running rollout (one at a time)."""
+    running = repo.running_rollout(session, model)
+    if running is not None:
+        raise RolloutInProgress(
+            f"model '{model.name}' already has a {_label(running.strategy)} rollout of "
+            f"version {running.candidate_version} running (started by {running.started_by} "
+            f"at {running.started_at:%Y-%m-%d %H:%M:%S} UTC); promote or abort it first "
+            f"(`osprey rollout promote|abort {model.name}`)"
+        )
 
 
 def _label(strategy: str) -> str:
