@@ -29,6 +29,8 @@ EXTENSIONS: list[tuple[str, list[str]]] = [
     ("native._pack", ["native/_pack.pyx"]),
     ("native._sketch", ["native/_sketch.pyx"]),
     ("native._transform", ["native/_transform.pyx"]),
+    ("native._spool", ["native/_spool.pyx"]),
+    ("native._audit_record", ["native/_audit_record.pyx"]),
 ]
 
 

@@ -5,7 +5,10 @@
 
 Three servers (``--audit off|relaxed|strict``, each with its own home, spool and
 embedded SQLite) serve the plain MLP of ``bench/models.py`` with a declared score
-and decision, pinned to the same core, the load generator on the other. Each round
+and decision, pinned to the same core, the load generator on the other. The audit
+shipper side-car of each auditing server stays on the server's core
+(``--sidecar server``, the default: all of Osprey on one core) or moves to the load
+generator's (``--sidecar client``, as a side-car container with its own CPU would). Each round
 drives every server in turn with
 
 * 1-row unary requests at concurrency 64 (saturation): requests/s, and the spool
@@ -55,6 +58,26 @@ SATURATION = Scenario("unary", 1, 64)
 LATENCY = Scenario("unary", 1, 8)
 METRICS = re.compile(r"metrics=\S+:(\d+)")
 SHIP_RECORDS = 20_000
+
+
+def place_sidecars(servers: dict[str, BenchServer], cpu: int | None) -> list[int]:
+    """Move each server's audit shipper side-car (its child processes) to ``cpu``."""
+    moved = []
+    deadline = time.monotonic() + 30
+    for mode, server in servers.items():
+        if mode == "off":
+            continue
+        children: list[int] = []
+        while not children and time.monotonic() < deadline:
+            children = [int(c) for t in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                        for c in (t / "children").read_text().split()]
+            time.sleep(0.1)
+        for pid in children:
+            if cpu is not None:
+                for task in Path(f"/proc/{pid}/task").iterdir():
+                    os.sched_setaffinity(int(task.name), {cpu})
+            moved.append(pid)
+    return moved
 
 
 def fsync_latency(folder: Path, count: int = 2000) -> tuple[float, float]:
@@ -126,7 +149,7 @@ def shipping_rate(url: str, workdir: Path, records: int) -> float:
     from registry import migrate
     from registry.audit_chain import load_key
     from registry.db import Database
-    from server.audit_shipper import AuditShipper
+    from server.audit_shipper import SpoolShipper
     from server.audit_spool import AuditEntry, AuditLog
     from server.ids import uuid7
 
@@ -150,7 +173,7 @@ def shipping_rate(url: str, workdir: Path, records: int) -> float:
         return log
 
     log = asyncio.run(write())
-    shipper = AuditShipper(log, db, lambda ok: None)
+    shipper = SpoolShipper(log.spool_root, db)
     start = time.perf_counter()
     assert shipper.ship_once(), "shipping failed"
     seconds = time.perf_counter() - start
@@ -204,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     add("--postgres", default=os.environ.get(
         "OSPREY_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"),
         help="admin URL of a PostgreSQL to measure shipping into ('' to skip)")
+    add("--sidecar", choices=["server", "client"], default="server",
+        help="the core of the audit shipper side-cars: the server's (inherited: all of "
+             "Osprey on one core) or the load generator's")
     add("--smoke", action="store_true")
     add("--output", type=Path)
     args = parser.parse_args(argv)
@@ -237,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
                                             ["--audit", mode])
             for server in servers.values():
                 server.wait_ready()
+            sidecars = place_sidecars(
+                servers, placement.client_cpu if args.sidecar == "client" else None)
+            print(f"audit shipper side-cars {sidecars} on the "
+                  f"{args.sidecar}'s core", flush=True)
             cells = asyncio.run(run_rounds(servers, payload, args))
         finally:
             codes = {m: s.stop() for m, s in servers.items()}
@@ -259,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
                     with psycopg.connect(args.postgres, autocommit=True) as c:
                         c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     print()
+    print(f"audit shipper side-cars on the {args.sidecar}'s core")
     print(table)
     print("shipping, decisions/s (1-row records, one transaction per segment): " +
           ", ".join(f"{db} {rate:,.0f}" for db, rate in rates.items()))
@@ -266,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({
         "bench": "audit", "machine": machine, "placement": placement.describe(),
+        "sidecar_core": args.sidecar,
         "fsync_ms": {"p50": p50, "p99": p99}, "summary": summary, "shipping_rates": rates,
         "exit_codes": codes, "table": table,
         "cells": [{"round": c.round, "mode": c.mode, "scenario": vars(c.scenario),

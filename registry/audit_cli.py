@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import signal
+import threading
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -190,6 +193,29 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ship(args: argparse.Namespace) -> int:
+    from server.audit_shipper import SpoolShipper
+
+    config = config_of(args)
+    spool = Path(args.spool) if args.spool else (
+        config.audit_spool_dir or config.home / "audit-spool")
+    db = open_database(config)
+    check_schema(db)
+    shipper = SpoolShipper(spool, db)
+    if not args.follow:
+        ok = shipper.ship_once()
+        emit(args, {"spool": str(spool), "shipped": shipper.shipped, "ok": ok,
+                    "error": shipper.error},
+             f"shipped {shipper.shipped} audited request(s) from {spool}"
+             + ("" if ok else f"; stopped: {shipper.error}"))
+        return 0 if ok else 1
+    stopping = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopping.set())
+    shipper.follow(args.parent, stopping)
+    return 0
+
+
 def add_commands(sub: Any) -> None:
     audit = sub.add_parser("audit", help="the audit log of every decision").add_subparsers(
         dest="audit_command", required=True)
@@ -217,6 +243,15 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--model")
     p.add_argument("--version", type=int)
     p.set_defaults(run=_export)
+    p = audit.add_parser("ship", help="load spooled audit records into the database "
+                                      "(once, or --follow as the side-car)")
+    add_common_flags(p, write=False)
+    p.add_argument("--spool", help="spool folder (default: audit_spool_dir, else "
+                                   "$OSPREY_HOME/audit-spool)")
+    p.add_argument("--follow", action="store_true",
+                   help="keep shipping every 0.25 s until SIGTERM (the side-car)")
+    p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # exit with this process
+    p.set_defaults(run=_ship)
     p = audit.add_parser("verify", help="prove the audit log unaltered (exit 1 if not)")
     add_common_flags(p, write=False)
     p.add_argument("--since", help="check decision rows of requests from this time on")

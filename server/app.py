@@ -32,7 +32,7 @@ from registry.audit_chain import load_key
 from registry.db import Database, describe
 from registry.service import Registry
 
-from .audit_shipper import AuditShipper
+from .audit_sidecar import ShipperSidecar
 from .audit_spool import AuditLog
 from .auth import AuthInterceptor, Authorizer
 from .config import ServerConfig
@@ -168,7 +168,7 @@ class OspreyServer:
         self.watcher: RegistryWatcher | None = None
         self.shadow: ShadowRunner | None = None
         self.audit: AuditLog | None = None
-        self.shipper: AuditShipper | None = None
+        self.shipper: ShipperSidecar | None = None
         database = None
         if (source is None and config.model_repository is None) or config.audit != "off":
             database = open_server_database(config, upgrade=self.group.count == 1)
@@ -209,26 +209,29 @@ class OspreyServer:
         self.audit = AuditLog(spool, key, config.audit, pii_key=pii_key,
                               max_spool_bytes=config.audit_spool_max_bytes,
                               when_full=config.audit_when_full)
-        self.shipper = AuditShipper(self.audit, database, self._audit_reachable)
+        self.shipper = ShipperSidecar(config, self.audit, self._audit_reachable)
         audit = self.audit
         self.metrics.audit_spool_bytes.set_function(lambda: audit.spool_bytes)
         log.info("audit: %s, stream %s, spool %s, key %s", config.audit, audit.stream_id,
                  audit.folder, key_file)
 
     def _audit_reachable(self, reachable: bool) -> None:
-        """From the shipper thread: the audit database answers (or not)."""
+        """From the spool watch: the audit database answers (or not), the spool can be
+        written (or not)."""
         if reachable == self._audit_ok:
             return
         self._audit_ok = reachable
         if not reachable:
-            log.warning("audit database unreachable: decisions wait in the spool")
+            failure = self.audit.failure if self.audit is not None else None
+            if failure:
+                log.error("audit spool cannot be written (%s)", failure)
+            else:
+                log.warning("audit records are not being shipped: they wait in the spool")
         else:
-            log.info("audit database reachable: shipping the spool")
+            log.info("audit records are being shipped")
         status = health_pb2.HealthCheckResponse
-        loop = self._loop
-        if loop is not None:
-            loop.call_soon_threadsafe(self._set_health, AUDIT_HEALTH_SERVICE,
-                                      status.SERVING if reachable else status.NOT_SERVING)
+        self._set_health(AUDIT_HEALTH_SERVICE,
+                         status.SERVING if reachable else status.NOT_SERVING)
 
     def _set_health(self, service: str, status: int) -> None:
         task = asyncio.get_running_loop().create_task(self.health.set(service, status))
@@ -274,7 +277,8 @@ class OspreyServer:
             options=options, interceptors=[AuthInterceptor(self.authorizer)]
         )
         servicer = InferenceServicer(
-            self.core, self.models, osprey_version(), lambda: self.ready, self.group
+            self.core, self.models, osprey_version(), lambda: self.ready, self.group,
+            tls=self.tls is not None,
         )
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
         if self.database is not None:
@@ -328,7 +332,7 @@ class OspreyServer:
         self._loop = asyncio.get_running_loop()
         if self.audit is not None and self.shipper is not None:
             self.audit.start()
-            self.shipper.start()  # leftovers of earlier processes first
+            self.shipper.start()  # ships leftovers of earlier processes too
             await self.health.set(AUDIT_HEALTH_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         if self.watcher is not None:
             await self.watcher.start()
@@ -355,7 +359,7 @@ class OspreyServer:
         pb_grpc.add_GRPCInferenceServiceServicer_to_server(
             InferenceServicer(
                 self.core, self.models, osprey_version(), lambda: self.ready, self.group,
-                fan_out=False,
+                fan_out=False, tls=False,
             ),
             server,
         )
@@ -382,7 +386,7 @@ class OspreyServer:
         if self.audit is not None and self.shipper is not None:
             # every answered request's record: written, sealed, shipped if the database is up
             await asyncio.to_thread(self.audit.stop)
-            await asyncio.to_thread(self.shipper.stop)
+            await self.shipper.stop()
         if self._metrics_http is not None:
             self._metrics_http.shutdown()
             self._metrics_http.server_close()

@@ -1,38 +1,47 @@
-"""Shipping sealed audit spool segments into SQL, and leftovers of dead processes.
+"""Shipping audit spool segments into SQL: the side-car behind ``osprey audit ship``.
 
-A thread takes this process's sealed segments in order, loads each into the
-database in one transaction (``registry.audit_store.load``: idempotent, COPY-free
-bulk inserts), and deletes the segment only after the commit. On start it first
-claims the spool folders of processes that are gone (a crash, a ``kill -9``) by
-renaming them, and ships their segments, the last one possibly still ``.open``
-with a torn final line (ignored: under ``strict`` no acknowledged record is in it).
+A spool root holds one folder per writer stream (``host_pid_boot``). The shipper
+loads every sealed segment, oldest first, into the database in one transaction
+(``registry.audit_store.load``: idempotent bulk inserts, COPY on PostgreSQL) and
+deletes the segment only after the commit. The folders of processes that are gone
+(a crash, a ``kill -9``) are shipped whole, their last segment possibly still
+``.open`` with a torn final line (ignored: under ``strict`` no acknowledged record
+is in it), and then removed.
 
+It runs as its own process (``osprey serve`` starts one beside each server process;
+on Kubernetes it can be its own container on the spool volume), so that parsing and
+inserting never take the serving process's CPU or GIL. One shipper works a spool
+root at a time (an exclusive ``flock`` on ``.shipper.lock``); the others wait their
+turn. After every pass it publishes ``.shipper.json`` (database reachable or not,
+when, what it shipped), which the servers read for their ``osprey.audit`` health.
 While the database cannot be reached, segments stay on disk (the spool grows up to
-its bound) and the ``on_reachable`` callback reports it; everything is shipped
-when the database returns.
+its bound) and everything is shipped when the database returns.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import socket
-import threading
-from collections.abc import Callable
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from registry import audit_store
 from registry.db import Database
 
-from .audit_spool import OPEN, SEALED, AuditLog
+from .audit_spool import OPEN, SEALED, decisions_of
 from .errors import OspreyError
 
 log = logging.getLogger("osprey.audit")
 
-CLAIMED = ".claimed-"
 SHIP_SECONDS = 0.25
+LOCK_FILE = ".shipper.lock"
+STATUS_FILE = ".shipper.json"
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
@@ -44,12 +53,17 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            out.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if i == len(lines) - 1:  # the last line, cut short by a crash
                 log.warning("%s: ignoring a torn last line (%d bytes)", path, len(line))
                 continue
             raise
+        declared = record.pop("declared", None)
+        if record.get("kind") != "genesis" and "decisions" not in record:
+            score, decision, threshold = declared or (None, None, None)
+            record["decisions"] = decisions_of(record, score, decision, threshold)
+        out.append(record)
     return out
 
 
@@ -57,11 +71,12 @@ def _segments(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.suffix in suffixes)
 
 
-def _process_alive(folder_name: str) -> bool:
-    """Whether the stream folder ``host_pid_uuid`` belongs to a live local process."""
+def process_alive(folder_name: str) -> bool:
+    """Whether the stream folder ``host_pid_uuid`` belongs to a live local process
+    (another host's folder on a shared volume counts as alive: not ours to judge)."""
     parts = folder_name.split("_")
     if len(parts) < 3 or parts[0] != socket.gethostname().replace(":", "_"):
-        return True  # another host's folder (a shared volume): not ours to take
+        return True
     try:
         os.kill(int(parts[1]), 0)
     except (ValueError, ProcessLookupError):
@@ -71,78 +86,103 @@ def _process_alive(folder_name: str) -> bool:
     return True
 
 
-class AuditShipper:
-    def __init__(
-        self, audit: AuditLog, db: Database, on_reachable: Callable[[bool], None]
-    ) -> None:
-        self.audit = audit
+@dataclass
+class ShipperStatus:
+    pid: int
+    reachable: bool
+    at: float  # time.time() of the pass
+    shipped: int  # requests shipped by this shipper so far
+    error: str = ""
+
+    @property
+    def age(self) -> float:
+        return time.time() - self.at
+
+
+def read_status(spool_root: Path) -> ShipperStatus | None:
+    """The last pass of whichever shipper works ``spool_root``, or None."""
+    try:
+        return ShipperStatus(**json.loads((spool_root / STATUS_FILE).read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+class SpoolShipper:
+    """Ships every stream folder under ``spool_root`` into ``db``."""
+
+    def __init__(self, spool_root: Path, db: Database) -> None:
+        self.spool_root = spool_root
         self.db = db
-        self.on_reachable = on_reachable
         self.shipped = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="osprey-audit-shipper",
-                                        daemon=True)
-        self._claimed: list[Path] = []
-
-    def start(self) -> None:
-        self._claim_leftovers()
-        self._thread.start()
-
-    def _claim_leftovers(self) -> None:
-        root = self.audit.spool_root
-        own = self.audit.folder.name
-        for folder in sorted(root.iterdir()):
-            if not folder.is_dir() or folder.name == own:
-                continue
-            if CLAIMED in folder.name:
-                owner = folder.name.split(CLAIMED, 1)[1]
-                if _process_alive(owner):
-                    continue
-            elif _process_alive(folder.name):
-                continue
-            target = root / f"{folder.name.split(CLAIMED, 1)[0]}{CLAIMED}{own}"
-            try:
-                folder.rename(target)
-            except OSError:
-                continue  # another process claimed it first
-            log.info("shipping the audit spool left by %s", folder.name)
-            self._claimed.append(target)
-
-    def _run(self) -> None:
-        while not self._stop.wait(SHIP_SECONDS):
-            self.ship_once()
-        self.ship_once()
+        self.error = ""
 
     def ship_once(self) -> bool:
         """Ship what is ready; False if the database could not be reached."""
         try:
-            for folder in list(self._claimed):
-                for segment in _segments(folder, (SEALED, OPEN)):
-                    self._ship(segment, own=False)
-                folder.rmdir()
-                self._claimed.remove(folder)
-            for segment in _segments(self.audit.folder, (SEALED,)):
-                self._ship(segment, own=True)
+            for folder in sorted(p for p in self.spool_root.iterdir() if p.is_dir()):
+                alive = process_alive(folder.name)
+                for segment in _segments(folder, (SEALED,) if alive else (SEALED, OPEN)):
+                    self._ship(segment)
+                if not alive:
+                    with contextlib.suppress(OSError):  # not empty: written to meanwhile
+                        folder.rmdir()
         except OspreyError as exc:
-            self.on_reachable(False)
+            self.error = exc.message
             log.debug("audit shipping paused: %s", exc.message)
             return False
-        except Exception:
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
             log.exception("audit shipping failed; retrying")
             return False
-        self.on_reachable(True)
+        self.error = ""
         return True
 
-    def _ship(self, segment: Path, own: bool) -> None:
+    def _ship(self, segment: Path) -> None:
         lines = read_segment(segment)
-        size = segment.stat().st_size
         with self.db.write() as session:
             self.shipped += audit_store.load(session, lines)
         segment.unlink()
-        if own:
-            self.audit.spool_bytes -= size
 
-    def stop(self, timeout: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+    def publish(self, reachable: bool) -> None:
+        """Write ``.shipper.json`` atomically."""
+        status = ShipperStatus(os.getpid(), reachable, time.time(), self.shipped, self.error)
+        tmp = self.spool_root / f".{STATUS_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(asdict(status)))
+        tmp.replace(self.spool_root / STATUS_FILE)
+
+    def follow(self, parent: int | None = None, stopping: Any = None) -> None:
+        """Ship every ``SHIP_SECONDS`` until ``stopping`` is set (a threading.Event) or
+        ``parent`` exits; then one last pass. Waits its turn for the spool's lock."""
+        self.spool_root.mkdir(parents=True, exist_ok=True)
+        with (self.spool_root / LOCK_FILE).open("a") as lock:
+            while True:
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if _done(parent, stopping, 0.5):
+                        return
+            reachable: bool | None = None
+            while True:
+                finished = _done(parent, stopping, 0.0)
+                ok = self.ship_once()
+                if ok != reachable:
+                    log.log(logging.INFO if ok else logging.WARNING,
+                            "audit database %s", "reachable: shipping the spool" if ok
+                            else f"unreachable ({self.error}): decisions wait in the spool")
+                reachable = ok
+                self.publish(ok)
+                if finished or _done(parent, stopping, SHIP_SECONDS):
+                    if not finished:
+                        self.publish(self.ship_once())
+                    return
+
+
+def _done(parent: int | None, stopping: Any, wait: float) -> bool:
+    """Wait up to ``wait`` seconds; True once told to stop or the parent is gone."""
+    if stopping is not None:
+        if stopping.wait(wait):
+            return True
+    elif wait:
+        time.sleep(wait)
+    return parent is not None and os.getppid() != parent

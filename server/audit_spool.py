@@ -20,6 +20,7 @@ deletes it. Line 0 of a stream is its genesis.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -28,17 +29,17 @@ import logging
 import os
 import socket
 import threading
-import time
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from native import bytes_codec
-from registry.audit_chain import GENESIS_PREVIOUS, canonical, key_id, link
+from native.audit_record import encode, iso_time
+from native.spool import SpoolWriter
+from registry.audit_chain import GENESIS_PREVIOUS, key_id, link
 
 from .errors import StoreUnavailable
 from .ids import uuid7
@@ -48,6 +49,9 @@ log = logging.getLogger("osprey.audit")
 OPEN, SEALED = ".open", ".sealed"
 SEGMENT_BYTES = 8 * 1024 * 1024
 SEAL_SECONDS = 0.5
+# relaxed: how long records may wait in memory before they are written (the loss
+# window of a process crash; a power loss also loses the open segment's page cache)
+GROUP_SECONDS = 0.02
 POLICIES = ("strict", "relaxed", "off")
 WHEN_FULL = ("refuse", "relax")
 
@@ -78,7 +82,6 @@ class AuditEntry:
     queue_us: int | None = None
     # Inputs the feature spec marks as personal data: stored as keyed hashes only.
     personal: frozenset[str] = frozenset()
-    done: asyncio.Future[None] | None = field(default=None, repr=False)
 
 
 def _column(value: Any) -> list[Any]:
@@ -124,12 +127,11 @@ def serialise(
     entry: AuditEntry, stream_id: str, seq: int, pii_key: bytes = b""
 ) -> dict[str, Any]:
     """The ``audit_requests`` fields of an entry (what the chain signs)."""
-    at = dt.datetime.fromtimestamp(entry.at_ns / 1e9, dt.UTC)
     return {
         "stream_id": stream_id,
         "seq": seq,
         "decision_id": entry.decision_id,
-        "at": at.isoformat(timespec="microseconds"),
+        "at": iso_time(entry.at_ns),
         "request_id": entry.request_id,
         "routing_key": entry.routing_key,
         "model": entry.model,
@@ -184,8 +186,12 @@ class SpoolFull(StoreUnavailable):
     """The audit spool reached its bound while the database is away."""
 
 
+class SpoolUnwritable(StoreUnavailable):
+    """The spool disk failed a write or fsync: nothing more can be audited."""
+
+
 class AuditLog:
-    """Buffer, writer thread and spool of one server process (one stream)."""
+    """Record encoding, chain and spool writer of one server process (one stream)."""
 
     def __init__(
         self,
@@ -197,6 +203,7 @@ class AuditLog:
         max_spool_bytes: int = 1 << 30,
         when_full: str = "refuse",
         seal_seconds: float = SEAL_SECONDS,
+        group_seconds: float = GROUP_SECONDS,
     ) -> None:
         if policy not in ("strict", "relaxed"):
             raise ValueError(f"audit policy {policy!r}")
@@ -205,25 +212,22 @@ class AuditLog:
         self.pii_key = pii_key or key
         self.when_full = when_full
         self.max_spool_bytes = max_spool_bytes
-        self.seal_seconds = seal_seconds
         host, pid = socket.gethostname(), os.getpid()
         self.stream_id = f"{host}:{pid}:{uuid7()}"
         self.spool_root = spool_root
         self.folder = spool_root / self.stream_id.replace(":", "_")
         self.folder.mkdir(parents=True, exist_ok=True)
-        self._pending: deque[AuditEntry] = deque()
-        self._cond = threading.Condition()
-        self._stopping = False
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._writer = SpoolWriter(self.folder, policy == "strict", group_seconds,
+                                   seal_seconds, SEGMENT_BYTES, self._wake_fd)
+        self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._lock = threading.Lock()  # seq, chain and append order stay one
         self._seq = 0
         self._chain = GENESIS_PREVIOUS
-        self._segment_no = 0
-        self._segment: Any = None
-        self._segment_bytes = 0
-        self._segment_opened = 0.0
-        self.spool_bytes = 0  # sealed and open, not yet shipped (the shipper lowers it)
-        self.written = 0
+        self._scanned_bytes = 0
+        self._written_at_scan = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._run, name="osprey-audit-writer",
+        self._thread = threading.Thread(target=self._writer.run, name="osprey-audit-writer",
                                         daemon=True)
         self._genesis = {
             "kind": "genesis", "stream_id": self.stream_id, "seq": 0, "host": host, "pid": pid,
@@ -231,15 +235,57 @@ class AuditLog:
             "key_id": key_id(key),
         }
 
+    @property
+    def written(self) -> int:
+        """Records (genesis included) the writer has put in the spool."""
+        return int(self._writer.durable)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the spool cannot be written, or None."""
+        return self._writer.failure
+
+    @property
+    def spool_bytes(self) -> int:
+        """This stream's bytes not yet shipped: the last ``rescan`` plus what the writer
+        wrote since (the shipper, another process, deletes shipped segments)."""
+        return int(self._scanned_bytes + self._writer.bytes_written - self._written_at_scan)
+
+    def rescan(self) -> int:
+        """Measure this stream's spool folder again (segments the shipper deleted)."""
+        written = self._writer.bytes_written
+        total = 0
+        try:
+            with os.scandir(self.folder) as entries:
+                for entry in entries:
+                    with contextlib.suppress(OSError):
+                        total += entry.stat().st_size
+        except OSError:
+            pass
+        self._scanned_bytes, self._written_at_scan = total, written
+        return total
+
     # -- request path ---------------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self._wake_fd, self._on_durable)
+        with self._lock:
+            self._writer.append(json.dumps(self._genesis, separators=(",", ":")).encode()
+                                + b"\n")
+            self._seq = 1
+            self._chain = link(self.key, GENESIS_PREVIOUS, self._genesis)
         self._thread.start()
 
     async def record(self, entry: AuditEntry) -> None:
         """Hand ``entry`` over; under strict, return once it is on disk."""
         strict = self.policy == "strict"
+        failure = self._writer.failure
+        if failure is not None:
+            raise SpoolUnwritable(
+                f"the audit spool cannot be written ({failure}); no decision is made that "
+                "could not be audited"
+            )
         if self.spool_bytes >= self.max_spool_bytes:
             if self.when_full == "refuse":
                 raise SpoolFull(
@@ -248,124 +294,90 @@ class AuditLog:
                     "made that could not be audited"
                 )
             strict = False
+        number = self._append(entry)
         if strict:
             assert self._loop is not None
-            entry.done = self._loop.create_future()
-        with self._cond:
-            self._pending.append(entry)
-            self._cond.notify()
-        if entry.done is not None:
-            await entry.done
+            done = self._loop.create_future()
+            self._waiting.append((number, done))
+            await done
 
     def record_nowait(self, entry: AuditEntry) -> None:
         """Hand ``entry`` over without waiting (shadow answers: never on a client's
-        path); dropped when the spool is full."""
-        if self.spool_bytes >= self.max_spool_bytes:
+        path); dropped when the spool is full or failed."""
+        if self.spool_bytes >= self.max_spool_bytes or self._writer.failure is not None:
             return
-        with self._cond:
-            self._pending.append(entry)
-            self._cond.notify()
+        self._append(entry)
 
-    # -- writer thread --------------------------------------------------------------------
-
-    def _run(self) -> None:
-        self._write_lines([(json.dumps(self._genesis, separators=(",", ":")), None)])
-        self._seq = 1
-        self._chain = link(self.key, GENESIS_PREVIOUS, self._genesis)
-        while True:
-            with self._cond:
-                if not self._pending and not self._stopping:
-                    self._cond.wait(timeout=self.seal_seconds / 2)
-                group = list(self._pending)
-                self._pending.clear()
-                stopping = self._stopping
-            if group:
-                self._write_group(group)
-            if self._segment is not None and (
-                stopping or time.monotonic() - self._segment_opened >= self.seal_seconds
-            ):
-                self._seal()
-            if stopping and not self._pending:
-                return
-
-    def _write_group(self, group: list[AuditEntry]) -> None:
-        lines = []
-        for entry in group:
-            try:
-                fields = serialise(entry, self.stream_id, self._seq, self.pii_key)
+    def _append(self, entry: AuditEntry) -> int:
+        """Encode, chain and queue one record; returns the writer's number for it."""
+        with self._lock:
+            try:  # what the chain signs, reused as the spool line
+                body = encode(entry, self.stream_id, self._seq, self._column_json)
             except Exception:
                 log.exception("audit record of decision %s could not be serialised",
                               entry.decision_id)
-                fields = serialise(
-                    _unserialisable(entry), self.stream_id, self._seq, self.pii_key)
-            body = canonical(fields)  # what the chain signs, reused as the spool line
-            self._chain = hmac.new(self.key, self._chain + body, hashlib.sha256).digest()
-            decided = decisions_of(fields, entry.score_output, entry.decision_output,
-                                   entry.threshold)
-            line = (body[:-1].decode() + ',"chain":"' + self._chain.hex() + '","decisions":'
-                    + json.dumps(decided, separators=(",", ":")) + "}")
-            lines.append((line, entry))
+                body = encode(_unserialisable(entry), self.stream_id, self._seq,
+                              self._column_json)
+            self._chain = hmac.digest(self.key, self._chain + body, "sha256")
             self._seq += 1
-        self._write_lines(lines)
+            return int(self._writer.append(
+                body[:-1] + b',"chain":"' + self._chain.hex().encode() + b'","declared":'
+                + _declared_json(entry) + b"}\n"))
 
-    def _write_lines(self, lines: Sequence[tuple[str, AuditEntry | None]]) -> None:
-        if self._segment is None:
-            self._open_segment()
-        data = "".join(text + "\n" for text, _ in lines).encode()
-        self._segment.write(data)
-        self._segment.flush()
-        os.fsync(self._segment.fileno())
-        self._segment_bytes += len(data)
-        self.spool_bytes += len(data)
-        self.written += sum(1 for _, e in lines if e is not None)
-        loop = self._loop
-        for _, entry in lines:
-            if entry is not None and entry.done is not None and loop is not None:
-                loop.call_soon_threadsafe(_resolve, entry.done)
-        if self._segment_bytes >= SEGMENT_BYTES:
-            self._seal()
+    def _column_json(self, value: Any, personal: bool) -> bytes:
+        """A tensor column the native encoder leaves to Python (BYTES, personal data)."""
+        column = _hashed(value, self.pii_key) if personal else _column(value)
+        return json.dumps(column, ensure_ascii=False, allow_nan=False,
+                          separators=(",", ":")).encode()
 
-    def _open_segment(self) -> None:
-        self._segment_no += 1
-        path = self.folder / f"{self._segment_no:08d}{OPEN}"
-        self._segment = path.open("ab")
-        self._segment_bytes = 0
-        self._segment_opened = time.monotonic()
-
-    def _seal(self) -> None:
-        segment = self._segment
-        if segment is None:
-            return
-        segment.close()
-        path = Path(segment.name)
-        path.rename(path.with_suffix(SEALED))
-        _fsync_dir(self.folder)
-        self._segment = None
+    def _on_durable(self) -> None:
+        """On the event loop, when the writer says records became durable (or failed)."""
+        with contextlib.suppress(BlockingIOError):
+            os.eventfd_read(self._wake_fd)
+        durable = self._writer.durable
+        waiting = self._waiting
+        while waiting and waiting[0][0] <= durable:
+            done = waiting.popleft()[1]
+            if not done.done():
+                done.set_result(None)
+        failure = self._writer.failure
+        if failure is not None and waiting:
+            error = SpoolUnwritable(f"the audit spool cannot be written ({failure})")
+            log.error("audit spool failed (%s): %d response(s) refused", failure, len(waiting))
+            while waiting:
+                done = waiting.popleft()[1]
+                if not done.done():
+                    done.set_exception(error)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Write what is buffered, seal the open segment, stop the thread."""
-        with self._cond:
-            self._stopping = True
-            self._cond.notify()
+        """Write what is queued, seal the open segment, stop the writer thread (any
+        thread); the event loop then releases what was waiting."""
+        self._writer.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self._close_wakeups)
+
+    def _close_wakeups(self) -> None:
+        self._on_durable()
+        assert self._loop is not None
+        self._loop.remove_reader(self._wake_fd)
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _declared_json(entry: AuditEntry) -> bytes:
+    """What the shipper needs to derive the decided rows (not part of the chain)."""
+    if entry.score_output is None and entry.decision_output is None and (
+        entry.threshold is None
+    ):
+        return b"null"
+    return json.dumps([entry.score_output, entry.decision_output, entry.threshold],
+                      separators=(",", ":")).encode()
 
 
 def _unserialisable(entry: AuditEntry) -> AuditEntry:
     """The entry without its tensors (they could not be encoded): still audited."""
     return AuditEntry(**{**entry.__dict__, "inputs": {}, "outputs": {},
                          "error": (entry.error + "; " if entry.error else "")
-                         + "tensors not recorded: they could not be encoded", "done": None})
+                         + "tensors not recorded: they could not be encoded"})

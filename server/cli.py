@@ -62,6 +62,8 @@ def _add_server_flags(parser: argparse.ArgumentParser) -> None:
              "(default $OSPREY_HOME/audit-pii.key, created)")
     add("--audit-spool-dir", help="local spool of audit records (default $OSPREY_HOME/audit-spool)")
     add("--audit-spool-max-bytes", help="spool bound while the database is away (default 1 GiB)")
+    add("--audit-shipper", help="sidecar (default: a shipper process beside each server "
+        "process) or external (`osprey audit ship --follow` runs elsewhere)")
     add("--audit-when-full", help="refuse (default: UNAVAILABLE) or relax, when the spool is full")
 
 

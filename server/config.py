@@ -65,6 +65,9 @@ class ServerConfig:
     audit_spool_dir: Path | None = None  # default <home>/audit-spool
     audit_spool_max_bytes: int = 1 << 30  # while the database is away
     audit_when_full: str = "refuse"  # refuse (UNAVAILABLE) | relax (stop waiting for fsync)
+    # sidecar: each server process starts `osprey audit ship --follow` beside it;
+    # external: something else ships the spool (a container of its own on Kubernetes)
+    audit_shipper: str = "sidecar"
 
     @property
     def models_path(self) -> Path:
@@ -160,6 +163,10 @@ def _validate(config: ServerConfig, origins: Mapping[str, str] | None = None) ->
         )
     if config.audit not in ("strict", "relaxed", "off"):
         raise ConfigError(f"{key('audit')} must be strict, relaxed or off, got {config.audit!r}")
+    if config.audit_shipper not in ("sidecar", "external"):
+        raise ConfigError(
+            f"{key('audit_shipper')} must be sidecar or external, got {config.audit_shipper!r}"
+        )
     if config.audit_when_full not in ("refuse", "relax"):
         raise ConfigError(
             f"{key('audit_when_full')} must be refuse or relax, got {config.audit_when_full!r}"

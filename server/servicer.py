@@ -62,10 +62,12 @@ def translate_errors(
     return wrapper
 
 
-def caller_of(context: Any) -> Caller:
-    """Who is calling: peer address, authenticated identity, W3C trace id."""
+def caller_of(context: Any, tls: bool = True) -> Caller:
+    """Who is calling: peer address, authenticated identity, W3C trace id. Without
+    ``tls`` (a plaintext port) no client certificate can be there, and the auth
+    context (several microseconds, and a GIL hand-off under load) is not asked."""
     peer = context.peer() or ""
-    common_name = peer_common_name(context.auth_context() or {})
+    common_name = peer_common_name(context.auth_context() or {}) if tls else None
     metadata = dict(context.invocation_metadata() or ())
     principal = f"cert CN={common_name}" if common_name else (
         "client token" if "authorization" in metadata else "")
@@ -94,6 +96,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         is_ready: Callable[[], bool],
         group: WorkerGroup | None = None,
         fan_out: bool = True,
+        tls: bool = True,
     ) -> None:
         """``group`` holds this worker's peers; with ``fan_out`` (the public port)
         server-wide answers cover every worker, without it (the peer socket) they
@@ -105,6 +108,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.group = group or WorkerGroup.single()
         self.fan_out = fan_out and bool(self.group.peers)
         self._worker_md = (("osprey-worker", f"{self.group.index}/{os.getpid()}"),)
+        self.tls = tls  # callers may present client certificates (audited by their CN)
 
     def _tag_worker(self, context: Any) -> None:
         """Say which worker answered (trailing metadata), when there are several."""
@@ -175,7 +179,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @translate_errors
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
-        caller = caller_of(context) if self.core.audit is not None else NO_CALLER
+        caller = caller_of(context, self.tls) if self.core.audit is not None else NO_CALLER
         try:
             decoded = converters.decode_infer_request(request, deadline_of(context), caller)
         except OspreyError as exc:
@@ -195,7 +199,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         answers: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         pending: set[asyncio.Task[None]] = set()
         deadline = deadline_of(context)
-        caller = caller_of(context) if self.core.audit is not None else NO_CALLER
+        caller = caller_of(context, self.tls) if self.core.audit is not None else NO_CALLER
 
         async def answer(request: Any) -> None:
             try:

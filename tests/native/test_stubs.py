@@ -1,6 +1,7 @@
 """Every Cython kernel's ``.pyi`` stub says what the extension really takes.
 
-For each kernel (``_bytes_codec``, ``_pack``, ``_sketch``, ``_transform``) the stub
+For each kernel (``_bytes_codec``, ``_pack``, ``_sketch``, ``_transform``,
+``_audit_record``; the spool writer ``_spool`` is a class, tested in ``test_spool``) the stub
 declares exactly the extension's public functions, and each declaration, the
 extension's own signature and its NumPy twin's signature agree on the parameter
 names, kinds and defaults. mypy type-checks callers against the stub, so a stub
@@ -23,6 +24,7 @@ KERNELS: dict[str, tuple[str, frozenset[str]]] = {
     "_pack": ("pack_py", frozenset()),
     "_sketch": ("sketch_py", frozenset({"Chi2Result", "Chi2Rows"})),
     "_transform": ("transform_py", frozenset()),
+    "_audit_record": ("audit_record_py", frozenset()),
 }
 
 

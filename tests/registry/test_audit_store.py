@@ -17,7 +17,7 @@ from registry import audit_store
 from registry.audit_chain import load_key
 from registry.db import Database
 from registry.models import AuditCheckpoint, AuditDecision, AuditRequest
-from server.audit_shipper import AuditShipper, read_segment
+from server.audit_shipper import SpoolShipper, read_segment
 from server.audit_spool import AuditEntry, AuditLog
 from server.ids import uuid7
 
@@ -54,7 +54,7 @@ def write(spool: Path, key: bytes, entries: list[AuditEntry]) -> AuditLog:
 
 
 def ship(log: AuditLog, db: Database) -> None:
-    assert AuditShipper(log, db, lambda ok: None).ship_once()
+    assert SpoolShipper(log.spool_root, db).ship_once()
 
 
 def test_records_reach_sql_with_their_decisions(db: Database, key: bytes, tmp_path: Path) -> None:

@@ -1,0 +1,332 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Cython kernel of the audit record encoder; ``native.audit_record_py`` is its twin.
+
+``encode`` writes the canonical JSON of one audit record (compact, keys sorted,
+UTF-8, what the chain signs: see ``registry.audit_chain``) straight from the entry's
+fields into one buffer: strings escaped as Python's ``json`` escapes them with
+``ensure_ascii=False``, integers, the time as ISO 8601 with microseconds, and
+numeric NumPy tensors element by element (floats as ``repr`` writes them, through
+the same ``PyOS_double_to_string``; NaN and infinities as the strings "NaN",
+"Infinity", "-Infinity"). Any other column (BYTES, personal data, object arrays)
+is encoded by the ``column_json`` callback, so the bytes are the twin's in every
+case; the tests compare them.
+"""
+
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.mem cimport PyMem_Free
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.math cimport isinf, isnan
+from libc.stdint cimport int64_t, uint64_t
+from libc.stdlib cimport free, malloc, realloc
+from libc.string cimport memcpy
+
+import numpy as np
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+
+cdef extern from "Python.h":
+    char* PyOS_double_to_string(double val, char format_code, int precision, int flags,
+                                int* ptype) except NULL
+    int Py_DTSF_ADD_DOT_0
+
+
+cdef extern from "<stdio.h>" nogil:
+    int snprintf(char* out, size_t size, const char* fmt, ...)
+
+
+cdef struct Buf:
+    char* data
+    size_t size
+    size_t cap
+
+
+cdef int _grow(Buf* b, size_t extra) except -1:
+    cdef size_t cap = b.cap
+    cdef char* grown
+    if b.size + extra <= cap:
+        return 0
+    while cap < b.size + extra:
+        cap = cap * 2 if cap else 4096
+    grown = <char*>realloc(b.data, cap)
+    if grown == NULL:
+        raise MemoryError("audit record buffer")
+    b.data = grown
+    b.cap = cap
+    return 0
+
+
+cdef inline int _put(Buf* b, const char* text, size_t n) except -1:
+    if b.size + n > b.cap:
+        _grow(b, n)
+    memcpy(b.data + b.size, text, n)
+    b.size += n
+    return 0
+
+
+cdef inline int _putc(Buf* b, char c) except -1:
+    if b.size + 1 > b.cap:
+        _grow(b, 1)
+    b.data[b.size] = c
+    b.size += 1
+    return 0
+
+
+cdef const char* HEX = "0123456789abcdef"
+
+
+cdef int _put_str(Buf* b, str text) except -1:
+    """A JSON string as ``json.dumps(text, ensure_ascii=False)`` writes it."""
+    cdef Py_ssize_t n, i
+    cdef const char* s = PyUnicode_AsUTF8AndSize(text, &n)
+    cdef unsigned char c
+    _grow(b, <size_t>n * 6 + 2)
+    b.data[b.size] = b'"'
+    b.size += 1
+    for i in range(n):
+        c = <unsigned char>s[i]
+        if c >= 0x20 and c != b'"' and c != b'\\':
+            b.data[b.size] = <char>c
+            b.size += 1
+            continue
+        b.data[b.size] = b'\\'
+        if c == b'"' or c == b'\\':
+            b.data[b.size + 1] = <char>c
+            b.size += 2
+        elif c == b'\n':
+            b.data[b.size + 1] = b'n'
+            b.size += 2
+        elif c == b'\r':
+            b.data[b.size + 1] = b'r'
+            b.size += 2
+        elif c == b'\t':
+            b.data[b.size + 1] = b't'
+            b.size += 2
+        elif c == 0x08:
+            b.data[b.size + 1] = b'b'
+            b.size += 2
+        elif c == 0x0c:
+            b.data[b.size + 1] = b'f'
+            b.size += 2
+        else:
+            memcpy(b.data + b.size + 1, b"u00", 3)
+            b.data[b.size + 4] = HEX[c >> 4]
+            b.data[b.size + 5] = HEX[c & 15]
+            b.size += 6
+    b.data[b.size] = b'"'
+    b.size += 1
+    return 0
+
+
+cdef int _put_int(Buf* b, long long value) except -1:
+    cdef char tmp[24]
+    cdef int n = snprintf(tmp, 24, "%lld", value)
+    return _put(b, tmp, n)
+
+
+cdef int _put_uint(Buf* b, unsigned long long value) except -1:
+    cdef char tmp[24]
+    cdef int n = snprintf(tmp, 24, "%llu", value)
+    return _put(b, tmp, n)
+
+
+cdef int _put_double(Buf* b, double value) except -1:
+    cdef char* text
+    cdef size_t n = 0
+    if isnan(value):
+        return _put(b, b'"NaN"', 5)
+    if isinf(value):
+        if value > 0:
+            return _put(b, b'"Infinity"', 10)
+        return _put(b, b'"-Infinity"', 11)
+    text = PyOS_double_to_string(value, b'r', 0, Py_DTSF_ADD_DOT_0, NULL)
+    while text[n] != 0:
+        n += 1
+    try:
+        _put(b, text, n)
+    finally:
+        PyMem_Free(text)
+    return 0
+
+
+cdef int _put_optional_int(Buf* b, object value) except -1:
+    if value is None:
+        return _put(b, b"null", 4)
+    return _put_int(b, value)
+
+
+# -- time -----------------------------------------------------------------------------
+
+
+cdef int _put_time(Buf* b, int64_t at_ns) except -1:
+    """``at_ns`` (ns since the epoch, UTC) as ``datetime.isoformat(timespec=
+    "microseconds")`` writes it: YYYY-MM-DDTHH:MM:SS.ffffff+00:00 (floored to µs)."""
+    cdef int64_t us = at_ns // 1000 if at_ns >= 0 else -((-at_ns + 999) // 1000)
+    cdef int64_t seconds = us // 1000000 if us >= 0 else -((-us + 999999) // 1000000)
+    cdef int64_t micro = us - seconds * 1000000
+    cdef int64_t days = seconds // 86400 if seconds >= 0 else -((-seconds + 86399) // 86400)
+    cdef int64_t rest = seconds - days * 86400
+    # civil_from_days (proleptic Gregorian), days since 1970-01-01
+    cdef int64_t z = days + 719468
+    cdef int64_t era = (z if z >= 0 else z - 146096) // 146097
+    cdef int64_t doe = z - era * 146097
+    cdef int64_t yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    cdef int64_t y = yoe + era * 400
+    cdef int64_t doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    cdef int64_t mp = (5 * doy + 2) // 153
+    cdef int64_t d = doy - (153 * mp + 2) // 5 + 1
+    cdef int64_t m = mp + 3 if mp < 10 else mp - 9
+    cdef char tmp[48]
+    cdef int n
+    if m <= 2:
+        y += 1
+    if y < 1 or y > 9999:
+        raise ValueError(f"audit time out of range: {at_ns} ns")
+    n = snprintf(tmp, 48, "\"%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06lld+00:00\"",
+                 <long long>y, <long long>m, <long long>d, <long long>(rest // 3600),
+                 <long long>(rest % 3600 // 60), <long long>(rest % 60), <long long>micro)
+    return _put(b, tmp, n)
+
+
+# -- tensors --------------------------------------------------------------------------
+
+
+cdef bint _native_dtype(cnp.ndarray array):
+    cdef char kind = array.descr.kind
+    cdef int size = array.descr.itemsize
+    if kind == b'f':
+        return size == 4 or size == 8
+    if kind == b'i' or kind == b'u':
+        return size == 1 or size == 2 or size == 4 or size == 8
+    return kind == b'b'
+
+
+cdef int _put_element(Buf* b, const char* p, char kind, int size) except -1:
+    if kind == b'f':
+        if size == 4:
+            return _put_double(b, (<const float*>p)[0])
+        return _put_double(b, (<const double*>p)[0])
+    if kind == b'b':
+        if p[0]:
+            return _put(b, b"true", 4)
+        return _put(b, b"false", 5)
+    if kind == b'i':
+        if size == 1:
+            return _put_int(b, (<const signed char*>p)[0])
+        if size == 2:
+            return _put_int(b, (<const short*>p)[0])
+        if size == 4:
+            return _put_int(b, (<const int*>p)[0])
+        return _put_int(b, (<const long long*>p)[0])
+    if size == 1:
+        return _put_uint(b, (<const unsigned char*>p)[0])
+    if size == 2:
+        return _put_uint(b, (<const unsigned short*>p)[0])
+    if size == 4:
+        return _put_uint(b, (<const unsigned int*>p)[0])
+    return _put_uint(b, (<const unsigned long long*>p)[0])
+
+
+cdef int _put_nested(Buf* b, const char* p, cnp.npy_intp* shape, int ndim, int dim,
+                     char kind, int size, Py_ssize_t* strides) except -1:
+    cdef cnp.npy_intp i
+    if dim == ndim:
+        return _put_element(b, p, kind, size)
+    _putc(b, b'[')
+    for i in range(shape[dim]):
+        if i:
+            _putc(b, b',')
+        _put_nested(b, p + i * strides[dim], shape, ndim, dim + 1, kind, size, strides)
+    _putc(b, b']')
+    return 0
+
+
+cdef int _put_array(Buf* b, cnp.ndarray array) except -1:
+    cdef Py_ssize_t strides[32]
+    cdef int ndim = array.ndim
+    cdef int k
+    if not cnp.PyArray_ISNOTSWAPPED(array):
+        array = array.astype(array.dtype.newbyteorder("="))
+    for k in range(ndim):
+        strides[k] = array.strides[k]
+    return _put_nested(b, <const char*>cnp.PyArray_DATA(array), array.shape, ndim, 0,
+                       array.descr.kind, array.descr.itemsize, strides)
+
+
+cdef int _put_columns(Buf* b, dict columns, frozenset personal, object column_json) except -1:
+    cdef bint first = True
+    cdef str name
+    _putc(b, b'{')
+    for name in sorted(columns):
+        if not first:
+            _putc(b, b',')
+        first = False
+        _put_str(b, name)
+        _putc(b, b':')
+        value = columns[name]
+        if (type(value) is np.ndarray and name not in personal and value.ndim <= 32
+                and _native_dtype(value)):
+            _put_array(b, value)
+        else:
+            text = column_json(value, name in personal)
+            _put(b, text, len(text))
+    _putc(b, b'}')
+    return 0
+
+
+def encode(entry, str stream_id, long long seq, object column_json):
+    """The canonical bytes of ``entry`` as record ``seq`` of ``stream_id``.
+
+    ``column_json(value, personal) -> bytes`` encodes a column this kernel leaves to
+    Python (the same function the twin uses for every column)."""
+    cdef Buf b
+    b.data = NULL
+    b.size = 0
+    b.cap = 0
+    personal = entry.personal
+    try:
+        _grow(&b, 1024)
+        _put(&b, b'{"at":', 6)
+        _put_time(&b, entry.at_ns)
+        _put(&b, b',"caller":', 10)
+        _put_str(&b, entry.caller)
+        _put(&b, b',"decision_id":', 15)
+        _put_str(&b, entry.decision_id)
+        _put(&b, b',"error":', 9)
+        _put_str(&b, entry.error)
+        _put(&b, b',"inputs":', 10)
+        _put_columns(&b, entry.inputs, personal, column_json)
+        _put(&b, b',"latency_us":', 14)
+        _put_int(&b, entry.latency_us)
+        _put(&b, b',"model":', 9)
+        _put_str(&b, entry.model)
+        _put(&b, b',"outputs":', 11)
+        _put_columns(&b, entry.outputs, frozenset(), column_json)
+        _put(&b, b',"principal":', 13)
+        _put_str(&b, entry.principal)
+        _put(&b, b',"queue_us":', 12)
+        _put_optional_int(&b, entry.queue_us)
+        _put(&b, b',"request_id":', 14)
+        _put_str(&b, entry.request_id)
+        _put(&b, b',"route":', 9)
+        _put_str(&b, entry.route)
+        _put(&b, b',"routing_key":', 15)
+        _put_str(&b, entry.routing_key)
+        _put(&b, b',"rows":', 8)
+        _put_int(&b, entry.rows)
+        _put(&b, b',"seq":', 7)
+        _put_int(&b, seq)
+        _put(&b, b',"status":', 10)
+        _put_str(&b, entry.status)
+        _put(&b, b',"stream_id":', 13)
+        _put_str(&b, stream_id)
+        _put(&b, b',"trace_id":', 12)
+        _put_str(&b, entry.trace_id)
+        _put(&b, b',"version":', 11)
+        _put_optional_int(&b, entry.version)
+        _putc(&b, b'}')
+        return PyBytes_FromStringAndSize(b.data, b.size)
+    finally:
+        free(b.data)

@@ -1,0 +1,26 @@
+"""Audit record encoder: the Cython kernel, or its pure-Python twin.
+
+``OSPREY_NO_EXTENSIONS=1`` forces the twin; so does a missing extension (an
+ImportError), which ``EXTENSION_LOADED`` reports so a test can catch a build that
+silently failed. See ``native.audit_record_py`` for the contract.
+"""
+
+from __future__ import annotations
+
+import os
+
+from . import audit_record_py
+from .audit_record_py import iso_time
+
+EXTENSION_LOADED = False
+if os.environ.get("OSPREY_NO_EXTENSIONS") != "1":
+    try:
+        from ._audit_record import encode
+
+        EXTENSION_LOADED = True
+    except ImportError:
+        encode = audit_record_py.encode
+else:
+    encode = audit_record_py.encode
+
+__all__ = ["EXTENSION_LOADED", "encode", "iso_time"]

@@ -1,0 +1,78 @@
+"""The audit record encoder: kernel and twin write exactly the bytes the chain signs.
+
+``canonical(serialise(entry))`` (``registry.audit_chain``) is the specification:
+compact, key-sorted JSON of the record's fields, which ``osprey audit verify``
+recomputes from SQL. Both encoders must produce it byte for byte, for awkward
+strings (control characters, quotes, non-ASCII), every numeric dtype, NaN and the
+infinities, BYTES and personal-data columns (left to Python), and any time.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from native import _audit_record, audit_record_py
+from registry.audit_chain import canonical
+from server.audit_spool import AuditEntry, AuditLog, serialise
+from server.ids import uuid7
+
+ENCODERS = {"kernel": _audit_record.encode, "twin": audit_record_py.encode}
+
+
+def entry(i: int, rng: np.random.Generator) -> AuditEntry:
+    x = rng.random((1 + i % 3, 30)).astype(np.float32)
+    if i % 5 == 0:
+        x[0, :4] = [np.nan, np.inf, -np.inf, -0.0]
+    if i % 7 == 0:
+        x[0, 4:8] = [1e20, 1e-7, 123456790.0, 3.0]
+    inputs = {
+        "INPUT": x, "Z": np.arange(3, dtype=np.int64) - 1, "B": np.array([True, False]),
+        "U": np.array([2**64 - 1], np.uint64), "F64": np.array([[0.1, 1 / 3]]),
+        "é": np.array([1], np.int8), "NAME": np.array([b"al\x00ice", b'bo"b'], dtype=object),
+        "BIG": np.array([1, 2], dtype=">i4"), "T": np.ones((2, 3), np.float32).T,
+    }
+    if i % 3 == 0:
+        inputs["BYTES"] = (b"\x03\x00\x00\x00abc\x02\x00\x00\x00\xff\xfe", 2)
+    return AuditEntry(
+        decision_id=str(uuid7()), at_ns=time.time_ns() - i * 86_400_000_000_123,
+        request_id='r\n\t\x01\u2028é"\\', routing_key="k", model="mlp",
+        version=None if i % 4 == 0 else i, route="stable", rows=x.shape[0], status="OK",
+        error="e\x1f\x7f", latency_us=300, caller="ipv4:127.0.0.1:1", principal="",
+        trace_id="", inputs=inputs,
+        outputs={"P": np.full((x.shape[0], 1), 0.25, np.float32), "H": np.ones(2, np.float16)},
+        queue_us=None if i % 2 else 7, personal=frozenset({"NAME"}) if i % 2 else frozenset(),
+    )
+
+
+@pytest.mark.parametrize("name", sorted(ENCODERS))
+def test_encoders_write_the_canonical_bytes(name: str, tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, b"k" * 32, "relaxed", pii_key=b"p" * 32)
+    rng = np.random.default_rng(7)
+    for i in range(120):
+        e = entry(i, rng)
+        expected = canonical(serialise(e, "host:1:s", i, log.pii_key))
+        assert ENCODERS[name](e, "host:1:s", i, log._column_json) == expected, i
+
+
+@pytest.mark.parametrize("at_ns", [0, 1, 999, 1_000, 951_782_400_000_000_000,
+                                   253_402_300_799_999_999, -1, -86_400_000_000_001])
+def test_times_at_the_edges(at_ns: int, tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, b"k" * 32, "relaxed")
+    e = entry(1, np.random.default_rng(1))
+    e.at_ns = at_ns
+    expected = canonical(serialise(e, "s", 1, log.pii_key))
+    for encode in ENCODERS.values():
+        assert encode(e, "s", 1, log._column_json) == expected
+
+
+def test_a_string_python_cannot_encode_fails_in_both(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path, b"k" * 32, "relaxed")
+    e = entry(1, np.random.default_rng(1))
+    e.request_id = "lone \ud800 surrogate"
+    for encode in ENCODERS.values():
+        with pytest.raises(UnicodeEncodeError):
+            encode(e, "s", 1, log._column_json)

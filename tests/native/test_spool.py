@@ -1,0 +1,105 @@
+"""The audit spool writer, kernel and twin: every appended record reaches a sealed
+segment once, in order; strict records count as durable only after their group's
+fsync, and the eventfd says when; a spool that cannot be written says why."""
+
+from __future__ import annotations
+
+import os
+import select
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from native import _spool, spool_py
+
+WRITERS: dict[str, Any] = {"kernel": _spool.SpoolWriter, "twin": spool_py.SpoolWriter}
+
+
+def start(cls: Any, folder: Path, strict: bool, **kw: Any) -> tuple[Any, threading.Thread, int]:
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    writer = cls(folder, strict, kw.get("group", 0.01), kw.get("seal", 0.05),
+                 kw.get("segment_bytes", 1 << 20), wake)
+    thread = threading.Thread(target=writer.run)
+    thread.start()
+    return writer, thread, wake
+
+
+@pytest.mark.parametrize("strict", [True, False], ids=["strict", "relaxed"])
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_record_once_in_order(name: str, strict: bool, tmp_path: Path) -> None:
+    writer, thread, wake = start(WRITERS[name], tmp_path, strict, segment_bytes=4096)
+    numbers = []
+    for i in range(5000):
+        numbers.append(writer.append(b'{"n":%d}\n' % i))
+        if i % 500 == 499:  # let groups through, so segments rotate by size between them
+            deadline = time.monotonic() + 5
+            while writer.durable < numbers[-1] and time.monotonic() < deadline:
+                time.sleep(0.001)
+    assert numbers == list(range(1, 5001))
+    writer.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    segments = sorted(tmp_path.iterdir())
+    assert segments and all(p.suffix == ".sealed" for p in segments)
+    assert len(segments) > 1  # rotated by size (a segment closes after the group that
+    # crossed segment_bytes)
+    lines = b"".join(p.read_bytes() for p in segments).splitlines()
+    assert lines == [b'{"n":%d}' % i for i in range(5000)]
+    assert writer.durable == writer.appended == 5000
+    assert writer.bytes_written == sum(p.stat().st_size for p in segments)
+    assert writer.sealed == len(segments) and writer.failure is None
+    assert os.eventfd_read(wake) >= 1
+    os.close(wake)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_strict_wakes_the_loop_once_durable(name: str, tmp_path: Path) -> None:
+    writer, thread, wake = start(WRITERS[name], tmp_path, True, seal=30.0)
+    try:
+        number = writer.append(b"one\n")
+        ready, _, _ = select.select([wake], [], [], 5.0)
+        assert ready, "no wake-up after the fsync"
+        assert writer.durable >= number
+        assert (tmp_path / "00000001.open").read_bytes() == b"one\n"  # on disk, not sealed
+    finally:
+        writer.stop()
+        thread.join(10)
+        os.close(wake)
+    assert (tmp_path / "00000001.sealed").read_bytes() == b"one\n"
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> None:
+    folder = tmp_path / "gone"
+    folder.mkdir()
+    writer, thread, wake = start(WRITERS[name], folder, True)
+    shutil.rmtree(folder)  # the disk went away under it
+    try:
+        writer.append(b"lost\n")
+        ready, _, _ = select.select([wake], [], [], 5.0)
+        assert ready
+        assert writer.failure == os.strerror(2)  # No such file or directory
+        assert writer.durable == 0  # nothing counts as on disk
+    finally:
+        writer.stop()
+        thread.join(10)
+        os.close(wake)
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_run_twice_at_once_is_refused(name: str, tmp_path: Path) -> None:
+    writer, thread, wake = start(WRITERS[name], tmp_path, False)
+    try:
+        for _ in range(100):
+            if thread.is_alive():
+                break
+        with pytest.raises(RuntimeError, match="already running"):
+            writer.run()
+    finally:
+        writer.stop()
+        thread.join(10)
+        os.close(wake)
