@@ -1,20 +1,21 @@
-"""The audit log's write path: an in-memory buffer, a writer thread, spool segments.
+"""The audit log's write path: record encoding, the chain, the native spool writer.
 
-The request path only builds an ``AuditEntry`` (references to the request and its
-answer; no serialisation) and appends it (``AuditLog.record``). A writer thread
-takes everything buffered as one group, serialises each entry into its
-``audit_requests`` fields, chains it (``registry.audit_chain``), appends the lines
-to the open spool segment and fsyncs once for the group. Under ``strict`` the
-response waits for that fsync (group commit: one fsync per group, however many
-requests it holds); under ``relaxed`` it does not, and what was buffered or written
-but not yet fsynced (at most one group, about ``group_seconds``) can be lost in a
-crash.
+The request path builds an ``AuditEntry`` (references to the request and its
+answer) and ``AuditLog.record`` encodes it (``native.audit_record``: the canonical
+JSON the chain signs, ``registry.audit_chain``), chains it (HMAC-SHA256) and copies
+the line into the spool writer's buffer (``native.spool``). The writer thread never
+takes the GIL: it writes each group to the open segment and, under ``strict``,
+fsyncs it before the records count as durable; an eventfd tells the event loop,
+which then releases the waiting responses (group commit: one fsync per group,
+however many requests it holds). Under ``relaxed`` nothing waits: groups are
+written every ``group_seconds`` (a process crash loses at most that) and fsynced
+when the segment is sealed (a power loss loses at most ``seal_seconds``).
 
 A stream is one process's sequence of records (id ``host:pid:boot``); its folder
-``<spool>/<stream>/`` holds numbered segments. The open one is ``NNNNNN.open``;
-every ``seal_seconds`` (or at ``segment_bytes``) it is renamed ``NNNNNN.sealed`` and
-left for the shipper (``server.audit_shipper``), which loads it into SQL and
-deletes it. Line 0 of a stream is its genesis.
+``<spool>/<stream>/`` holds numbered segments. The open one is ``NNNNNNNN.open``;
+every ``seal_seconds`` (or at ``segment_bytes``) it is fsynced, renamed
+``NNNNNNNN.sealed`` and left for the shipper side-car (``server.audit_shipper``),
+which loads it into SQL and deletes it. Line 0 of a stream is its genesis.
 """
 
 from __future__ import annotations

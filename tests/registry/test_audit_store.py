@@ -238,3 +238,57 @@ def test_numbers_are_kept_exactly_as_signed(db: Database, key: bytes, tmp_path: 
         assert row.inputs["INPUT"] == [[1e30], [1e-7], [123456789012345678.0], [-0.0]]
         assert row.inputs["COUNT"] == [[2**62], [0], [-1], [7]]
         assert audit_store.verify(s, key).ok
+
+
+def test_audit_ship_command_ships_a_spool_once(
+    database_url: str, db: Database, key: bytes, home: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`osprey audit ship` (what an SRE runs on a spool a dead host left): ships every
+    sealed segment, says how many, and publishes the shipper's status."""
+    from server.cli import main
+
+    spool = tmp_path / "spool"
+    log = write(spool, key, [entry(2) for _ in range(4)])
+    code = main(["audit", "ship", "--home", str(home), "--database-url", database_url,
+                 "--spool", str(spool), "--json"])
+    assert code == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["shipped"] == 4 and report["ok"] is True
+    assert not list(log.folder.iterdir())
+    with db.read() as s:
+        assert len(s.scalars(select(AuditDecision)).all()) == 8
+        assert audit_store.verify(s, key).ok
+
+
+def test_the_follower_publishes_its_status_and_stops(db: Database, key: bytes,
+                                                    tmp_path: Path) -> None:
+    import threading
+
+    from server.audit_shipper import SpoolShipper, read_status
+
+    spool = tmp_path / "spool"
+    write(spool, key, [entry(1) for _ in range(3)])
+    stopping = threading.Event()
+    shipper = SpoolShipper(spool, db)
+    thread = threading.Thread(target=shipper.follow, args=(None, stopping))
+    thread.start()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        seen = read_status(spool)
+        if seen is not None and seen.shipped >= 3:
+            break
+        time.sleep(0.05)
+    status = read_status(spool)
+    assert status is not None and status.reachable and status.shipped == 3
+    # a second shipper on the same spool waits its turn (the lock) until told to stop
+    other_stop = threading.Event()
+    other = threading.Thread(target=SpoolShipper(spool, db).follow, args=(None, other_stop))
+    other.start()
+    time.sleep(0.3)
+    assert other.is_alive()  # still waiting for the lock
+    other_stop.set()
+    other.join(5)
+    stopping.set()
+    thread.join(5)
+    assert not thread.is_alive() and not other.is_alive()
