@@ -205,6 +205,48 @@ def test_database_outage_spools_then_backfills(pg_server: PgServer, tmp_path: Pa
         db.dispose()
 
 
+def test_sqlite_locked_spools_then_backfills(tmp_path: Path) -> None:
+    """The embedded database made unwritable (another writer holds its lock: as root a
+    chmod would not stop us): answers go on, into the spool, and everything is shipped
+    once the lock is gone, nothing twice."""
+    import sqlite3
+
+    repo = tmp_path / "repo"
+    write_model(repo, "fraud", offset_graph(1), CONFIG)
+    home = tmp_path / "home"
+    server = ServerProcess(repo, home, "--audit", "strict")
+    db = Database(f"sqlite:///{home / 'osprey.db'}")
+    received: list[str] = []
+    stop = threading.Event()
+    threads = [threading.Thread(target=_hammer, args=(server.url, stop, received))
+               for _ in range(4)]
+    blocker = sqlite3.connect(home / "osprey.db", timeout=30, isolation_level=None)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(1.0)
+        blocker.execute("BEGIN EXCLUSIVE")  # no other writer until COMMIT
+        locked_at = len(received)
+        time.sleep(4.0)
+        assert len(received) > locked_at + 50  # still answering, into the spool
+        assert any((home / "audit-spool").rglob("*.sealed"))
+        blocker.execute("COMMIT")
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        wait_for(lambda: _count(db, AuditRequest) >= len(received), what="backfill")
+        with db.read() as s:
+            stored = list(s.scalars(select(AuditRequest.decision_id)))
+            assert audit_store.verify(s, load_key(home / "audit.key")).ok
+        assert set(received) <= set(stored) and len(stored) == len(set(stored))
+    finally:
+        stop.set()
+        blocker.close()
+        server.stop()
+        db.dispose()
+
+
 def test_personal_data_never_reaches_the_database_in_the_clear(tmp_path: Path) -> None:
     from native.feature_spec import (
         CategoricalColumn,
