@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +146,11 @@ EXPORT_COLUMNS = ("decision_id", "row_index", "route", "at", "model", "version",
                   "trace_id", "label", "label_source", "inputs")
 
 
-def _export(args: argparse.Namespace) -> int:
-    import csv
-    import json
-    import sys
+PARQUET_BATCH_ROWS = 65_536
 
+
+def _export_rows(args: argparse.Namespace) -> Iterator[tuple[Any, ...]]:
+    """One tuple per decided row (``EXPORT_COLUMNS``), oldest first, streamed."""
     config = config_of(args)
     db = open_database(config)
     check_schema(db)
@@ -167,30 +169,83 @@ def _export(args: argparse.Namespace) -> int:
         query = query.where(AuditDecision.model == args.model)
     if args.version is not None:
         query = query.where(AuditDecision.version == args.version)
-    out = open(args.output, "w", newline="") if args.output else sys.stdout  # noqa: SIM115
+    with db.read() as session:
+        for d, r, f in session.execute(query.execution_options(yield_per=1000)).tuples():
+            row_inputs = {name: column[d.row_index] if isinstance(column, list)
+                          and d.row_index < len(column) else None
+                          for name, column in (r.inputs or {}).items()}
+            at = d.at if d.at.tzinfo else d.at.replace(tzinfo=dt.UTC)
+            yield (d.decision_id, d.row_index, d.route, at, d.model, d.version, d.status,
+                   d.score, d.decision, r.request_id, r.routing_key, r.caller, r.principal,
+                   r.trace_id, json.dumps(f.label) if f is not None else None,
+                   f.source if f is not None else None, json.dumps(row_inputs))
+    db.dispose()
+
+
+def _export(args: argparse.Namespace) -> int:
+    rows = _export_rows(args)
+    if args.format == "parquet":
+        if not args.output:
+            raise InvalidInput("--format parquet writes a file: give --output FILE")
+        count = _write_parquet(rows, args.output)
+    else:
+        count = _write_csv(rows, args.output)
+    if args.output:
+        print(f"exported {count} decided row(s) to {args.output}")
+    return 0
+
+
+def _write_csv(rows: Iterator[tuple[Any, ...]], output: str | None) -> int:
+    import csv
+    import sys
+
+    out = open(output, "w", newline="") if output else sys.stdout  # noqa: SIM115
     count = 0
     try:
         writer = csv.writer(out)
         writer.writerow(EXPORT_COLUMNS)
-        with db.read() as session:
-            for d, r, f in session.execute(query).tuples():
-                row_inputs = {name: column[d.row_index] if isinstance(column, list)
-                              and d.row_index < len(column) else None
-                              for name, column in (r.inputs or {}).items()}
-                writer.writerow([
-                    d.decision_id, d.row_index, d.route, d.at.isoformat(), d.model, d.version,
-                    d.status, d.score, d.decision, r.request_id, r.routing_key, r.caller,
-                    r.principal, r.trace_id,
-                    json.dumps(f.label) if f is not None else "",
-                    f.source if f is not None else "", json.dumps(row_inputs),
-                ])
-                count += 1
+        for row in rows:
+            writer.writerow(["" if v is None else v.isoformat() if isinstance(v, dt.datetime)
+                             else v for v in row])
+            count += 1
     finally:
-        if args.output:
+        if output:
             out.close()
-    if args.output:
-        print(f"exported {count} decided row(s) to {args.output}")
-    return 0
+    return count
+
+
+def _write_parquet(rows: Iterator[tuple[Any, ...]], output: str) -> int:
+    """Typed columns (time as UTC microseconds, version and row index as integers, score
+    as a double; label and inputs as JSON text), in row groups of PARQUET_BATCH_ROWS."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise InvalidInput(
+            "--format parquet needs pyarrow: pip install 'osprey[parquet]'") from None
+    types = {"row_index": pa.int32(), "at": pa.timestamp("us", tz="UTC"),
+             "version": pa.int64(), "score": pa.float64()}
+    schema = pa.schema([(name, types.get(name, pa.string())) for name in EXPORT_COLUMNS])
+    count = 0
+    with pq.ParquetWriter(output, schema) as writer:
+        batch: list[tuple[Any, ...]] = []
+
+        def flush() -> None:
+            columns: list[list[Any]] = [[row[i] for row in batch]
+                                        for i in range(len(EXPORT_COLUMNS))]
+            writer.write_table(pa.table(
+                [pa.array(c, type=schema.field(i).type) for i, c in enumerate(columns)],
+                schema=schema))
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            count += 1
+            if len(batch) >= PARQUET_BATCH_ROWS:
+                flush()
+        if batch or count == 0:
+            flush()
+    return count
 
 
 def _ship(args: argparse.Namespace) -> int:
@@ -234,9 +289,11 @@ def add_commands(sub: Any) -> None:
     add_common_flags(p, write=True)
     p.add_argument("--before", required=True, help="ISO 8601 time")
     p.set_defaults(run=_prune)
-    p = audit.add_parser("export", help="one CSV row per decided row, with its label")
+    p = audit.add_parser("export", help="one row per decided row, with its label (CSV or "
+                                        "Parquet)")
     add_common_flags(p, write=False)
-    p.add_argument("--format", choices=["csv"], default="csv")
+    p.add_argument("--format", choices=["csv", "parquet"], default="csv",
+                   help="csv (default) or parquet (typed columns; needs pyarrow and --output)")
     p.add_argument("--output", help="file (default: standard output)")
     p.add_argument("--since")
     p.add_argument("--until")

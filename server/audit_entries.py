@@ -86,6 +86,7 @@ def audit_success(
         score_output=score,
         decision_output=decision,
         threshold=threshold,
+        queue_us=result.queue_ns // 1000 if result.queue_ns is not None else None,
         personal=_personal(served),
     )
 

@@ -367,14 +367,20 @@ class AuditLog:
         self._loop.remove_reader(self._wake_fd)
 
 
+_DECLARED: dict[tuple[str | None, str | None, float | None], bytes] = {}
+
+
 def _declared_json(entry: AuditEntry) -> bytes:
-    """What the shipper needs to derive the decided rows (not part of the chain)."""
-    if entry.score_output is None and entry.decision_output is None and (
-        entry.threshold is None
-    ):
-        return b"null"
-    return json.dumps([entry.score_output, entry.decision_output, entry.threshold],
-                      separators=(",", ":")).encode()
+    """What the shipper needs to derive the decided rows (not part of the chain); a
+    handful of distinct values per server, encoded once each."""
+    key = (entry.score_output, entry.decision_output, entry.threshold)
+    text = _DECLARED.get(key)
+    if text is None:
+        text = b"null" if key == (None, None, None) else json.dumps(
+            list(key), separators=(",", ":")).encode()
+        if len(_DECLARED) < 1024:
+            _DECLARED[key] = text
+    return text
 
 
 def _unserialisable(entry: AuditEntry) -> AuditEntry:

@@ -74,6 +74,7 @@ class _Entry:
     enqueued_at: float = 0.0  # loop.time()
     state: _State = _State.QUEUED
     first_part: bool = True  # False for the later chunks of a split request
+    waited_ns: int = 0  # from enqueued to the start of its batch
 
 
 def _shape_key(inputs: Inputs) -> tuple[Any, ...]:
@@ -116,10 +117,13 @@ class DynamicBatcher:
 
     # -- submission ---------------------------------------------------------------
 
-    async def infer(self, inputs: Inputs, rows: int, level: int, deadline: float | None) -> Arrays:
+    async def infer(self, inputs: Inputs, rows: int, level: int, deadline: float | None,
+                    waited: list[int] | None = None) -> Arrays:
         """Run ``inputs`` (``rows`` rows) at priority ``level`` (0 = highest).
 
-        ``deadline`` is in ``loop.time()`` seconds. Returns every output of the model.
+        ``deadline`` is in ``loop.time()`` seconds. Returns every output of the model;
+        ``waited`` (when given) receives the ns the request spent queued (its longest
+        chunk's wait, for the audit log).
         """
         if self._closing:
             raise ModelNotReady(
@@ -162,6 +166,8 @@ class DynamicBatcher:
             for entry in entries:
                 self._leave_queue(entry)
             raise
+        if waited is not None:
+            waited.append(max(entry.waited_ns for entry in entries))
         if len(results) == 1:
             return results[0]
         return {name: np.concatenate([r[name] for r in results]) for name in results[0]}
@@ -303,8 +309,9 @@ class DynamicBatcher:
         loop = asyncio.get_running_loop()
         start_ns = time.perf_counter_ns()
         for entry in batch:
+            entry.waited_ns = start_ns - entry.enqueued_ns
             if entry.first_part:  # statistics count requests, not the chunks of one
-                self.stats.waited(start_ns - entry.enqueued_ns)
+                self.stats.waited(entry.waited_ns)
         try:
             outputs, timing = await loop.run_in_executor(
                 self._executor, self._run_batch, instance, [(e.inputs, e.rows) for e in batch]

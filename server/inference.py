@@ -137,6 +137,7 @@ class InferenceResult:
     decision_id: str
     outputs: tuple[OutputTensor, ...]
     route: str = "stable"  # stable | canary (shadow copies never answer)
+    queue_ns: int | None = None  # time spent in the batcher's queue
 
 
 def _int_parameter(params: dict[str, Any], key: str, minimum: int) -> int | None:
@@ -254,7 +255,8 @@ class InferenceCore:
         wanted = self._requested_outputs(served, request)
         level = self._priority_level(served, request.parameters)
         deadline = self._deadline(request)
-        outputs = await served.batcher.infer(feeds, rows, level, deadline)
+        waited: list[int] = []
+        outputs = await served.batcher.infer(feeds, rows, level, deadline, waited)
         tensors = []
         for name in wanted:
             data = outputs[name]
@@ -267,6 +269,7 @@ class InferenceCore:
             decision_id=decision_id,
             outputs=tuple(tensors),
             route=route,
+            queue_ns=waited[0] if waited else None,
         )
 
     async def _shadow_copy(

@@ -52,6 +52,22 @@ def test_auditor_walkthrough(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     assert len(rows) == sum(e.rows for e in entries) == 9
     assert json.loads(rows[1]["inputs"])["INPUT"] == [0.0]
+    assert rows[0]["label"] == "" and rows[0]["version"] == "1"
+
+    parquet = tmp_path / "decisions.parquet"
+    osprey(home, "audit", "export", "--format", "parquet", "--output", str(parquet))
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(parquet)
+    assert table.num_rows == 9 and table.column_names == list(rows[0])
+    assert str(table.schema.field("at").type) == "timestamp[us, tz=UTC]"
+    assert str(table.schema.field("score").type) == "double"
+    assert table.column("decision_id").to_pylist() == [r["decision_id"] for r in rows]
+    assert table.column("row_index").to_pylist() == [int(r["row_index"]) for r in rows]
+    assert [t.isoformat() for t in table.column("at").to_pylist()] == [r["at"] for r in rows]
+    assert table.column("label").to_pylist() == [None] * 9
+    err = osprey(home, "audit", "export", "--format", "parquet", code=2).stderr
+    assert "--format parquet writes a file: give --output FILE" in err
 
     cut = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime((base + 150 * 10**9) / 1e9))
     pruned = json.loads(osprey(home, "audit", "prune", "--before", cut, "--reason",

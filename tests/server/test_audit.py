@@ -106,7 +106,10 @@ def test_every_decision_is_there_exactly_once(
                     for r in s.scalars(select(AuditRequest))}
         decisions = s.execute(select(AuditDecision.decision_id, AuditDecision.row_index,
                                      AuditDecision.version, AuditDecision.route)).all()
+        queued = list(s.scalars(select(AuditRequest.queue_us)))
         assert audit_store.verify(s, load_key(home / "audit.key")).ok
+    # the time each request waited in the batcher's queue (microseconds, a few ms at most)
+    assert all(q is not None and 0 <= q < 5_000_000 for q in queued)
     assert set(requests) == {d for d, _, _, _ in sent}
     assert len(decisions) == expected_rows == len(set((d, i) for d, i, _, _ in decisions))
     for decision_id, rows, version, request_id in sent:
