@@ -66,6 +66,7 @@ class ShipperSidecar:
         log.info("audit shipper side-car started (pid %d)", self.proc.pid)
 
     def start(self) -> None:
+        self._started_at = time.monotonic()  # the grace period for a first status
         if not self.external:
             self._spawn()
         self._task = asyncio.get_running_loop().create_task(self._watch())

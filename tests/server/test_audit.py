@@ -132,6 +132,13 @@ def _hammer(url: str, stop: threading.Event, received: list[str]) -> None:
     client.close()
 
 
+def _running(pid: int) -> bool:
+    try:
+        return "zombie" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
 def test_kill_9_loses_no_acknowledged_decision(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     write_model(repo, "fraud", offset_graph(1), CONFIG)
@@ -144,8 +151,13 @@ def test_kill_9_loses_no_acknowledged_decision(tmp_path: Path) -> None:
     for t in threads:
         t.start()
     time.sleep(3.0)
+    sidecars = [int(c) for t in Path(f"/proc/{server.proc.pid}/task").iterdir()
+                for c in (t / "children").read_text().split()]
+    assert sidecars, "no audit shipper side-car beside the server"
     os.kill(server.proc.pid, signal.SIGKILL)  # no drain, no flush, no shipping
     server.proc.wait(30)
+    # the orphaned side-car notices, ships what it can and exits on its own
+    wait_for(lambda: not any(_running(pid) for pid in sidecars), what="the side-car to exit")
     stop.set()
     for t in threads:
         t.join(30)
