@@ -7,7 +7,13 @@ fields into one buffer: strings escaped as Python's ``json`` escapes them with
 ``ensure_ascii=False``, integers, the time as ISO 8601 with microseconds, and
 numeric NumPy tensors element by element (floats as ``repr`` writes them, through
 the same ``PyOS_double_to_string``; NaN and infinities as the strings "NaN",
-"Infinity", "-Infinity"). Any other column (BYTES, personal data, object arrays)
+"Infinity", "-Infinity"). A float32 of magnitude at least 2^-99 is written as its
+shortest decimal that reads back as the same float32 (``0.1``, not the double
+expansion ``0.10000000149011612``), in ``repr``'s layout, so that ``json`` reading
+and writing it again gives the same text (at most 9 significant digits: every
+decimal that short survives the round trip through a double). The digits come from
+double arithmetic where that is provably exact to the last digit, else from exact
+128-bit integer arithmetic (``f32_repr(x, exact_only=True)`` tests that path). Any other column (BYTES, personal data, object arrays)
 is encoded by the ``column_json`` callback, so the bytes are the twin's in every
 case; the tests compare them.
 """
@@ -35,6 +41,152 @@ cdef extern from "Python.h":
 
 cdef extern from "<stdio.h>" nogil:
     int snprintf(char* out, size_t size, const char* fmt, ...)
+
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #include <stdint.h>
+    #include <string.h>
+
+    typedef unsigned __int128 osprey_u128;
+
+    static osprey_u128 osprey_pow5(int n) {
+        osprey_u128 r = 1;
+        while (n-- > 0) r *= 5;
+        return r;
+    }
+
+    /* value = X * 2^E / 10^q as N / D (exact). q in [-40, 40], X < 2^27. */
+    static void osprey_ratio(uint64_t X, int E, int q, osprey_u128* N, osprey_u128* D) {
+        int s = E - q;
+        if (q >= 0) {
+            osprey_u128 p5 = osprey_pow5(q);
+            if (s >= 0) { *N = (osprey_u128)X << s; *D = p5; }
+            else { *N = X; *D = p5 << (-s); }
+        } else {
+            osprey_u128 n = (osprey_u128)X * osprey_pow5(-q);
+            if (s >= 0) { *N = n << s; *D = 1; }
+            else { *N = n; *D = (osprey_u128)1 << (-s); }
+        }
+    }
+
+    /* 10^n as a double, n in [-45, 45]: exact for |n| <= 22, else two exact factors. */
+    static const double OSPREY_P10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
+        1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+    /* x * 10^n with at most two roundings. */
+    static double osprey_scale10(double x, int n) {
+        while (n > 22) { x *= 1e22; n -= 22; }
+        while (n < -22) { x /= 1e22; n += 22; }
+        return n >= 0 ? x * OSPREY_P10[n] : x / OSPREY_P10[-n];
+    }
+
+    #define OSPREY_SLACK 1e-5  /* |error| of the double path, in units of the last digit */
+
+    /* The integers in [lo, hi] at scale 10^q, and the one closest to v (ties to even).
+       Returns 0 if none, 1 if found (*c set), -1 if the double arithmetic cannot decide. */
+    static int osprey_fast(double lo, double v, double hi, int q, uint64_t* c) {
+        double a = osprey_scale10(lo, -q), b = osprey_scale10(hi, -q), m = osprey_scale10(v, -q);
+        double ca = ceil(a), fb = floor(b), fm = floor(m);
+        if (ca - a < OSPREY_SLACK || b - fb < OSPREY_SLACK) return -1;  /* near an endpoint */
+        if (ca > fb) return 0;
+        double frac = m - fm;
+        if (fabs(frac - 0.5) < OSPREY_SLACK) return -1;
+        double r = frac > 0.5 ? fm + 1 : fm;
+        if (r < ca) r = ca;
+        if (r > fb) r = fb;
+        *c = (uint64_t)r;
+        return 1;
+    }
+
+    static int osprey_exact(uint64_t L, uint64_t M4, uint64_t H, int E, int inclusive, int q,
+                            uint64_t* c) {
+        osprey_u128 N, D, cmin, cmax, cm, r;
+        osprey_ratio(L, E, q, &N, &D);
+        cmin = N / D;
+        if (N % D != 0 || !inclusive) cmin += 1;
+        osprey_ratio(H, E, q, &N, &D);
+        cmax = N / D;
+        if (N % D == 0 && !inclusive) {
+            if (cmax == 0) return 0;
+            cmax -= 1;
+        }
+        if (cmin > cmax) return 0;
+        osprey_ratio(M4, E, q, &N, &D);
+        cm = N / D;
+        r = N % D;
+        if (2 * r > D || (2 * r == D && (cm & 1))) cm += 1;
+        if (cm < cmin) cm = cmin;
+        if (cm > cmax) cm = cmax;
+        *c = (uint64_t)cm;
+        return 1;
+    }
+
+    /* Writes the float32 f (finite, |f| >= 2^-99) as Python's repr writes the double
+       nearest to its shortest round-trip decimal; returns the length. ``exact_only``
+       skips the double fast path (for tests). */
+    static int osprey_f32_repr(float f, char* out, int exact_only) {
+        uint32_t bits;
+        memcpy(&bits, &f, 4);
+        int neg = bits >> 31, exp = (bits >> 23) & 0xFF, n = 0;
+        uint32_t frac = bits & 0x7FFFFF;
+        uint64_t m = frac | 0x800000u;
+        int E = exp - 150 - 2;
+        uint64_t M4 = 4 * m, H = 4 * m + 2, L = (frac == 0 && exp > 1) ? 4 * m - 1 : 4 * m - 2;
+        int inclusive = (m % 2) == 0;
+        double v = ldexp((double)M4, E), lo = ldexp((double)L, E), hi = ldexp((double)H, E);
+        int k = (int)floor(log10(v));
+        uint64_t c = 0;
+        int q, found = 0;
+        for (q = k + 2; q >= k - 10; q--) {
+            int got = exact_only ? -1 : osprey_fast(lo, v, hi, q, &c);
+            if (got < 0) got = osprey_exact(L, M4, H, E, inclusive, q, &c);
+            if (got > 0) { found = 1; break; }
+        }
+        if (!found) return 0;
+        char digits[24];
+        int nd = 0;
+        while (c > 0) { digits[nd++] = (char)('0' + c % 10); c /= 10; }
+        int z = 0;
+        while (z < nd - 1 && digits[z] == '0') z++;
+        int decpt = q + nd;  /* value = 0.D1D2... x 10^decpt */
+        int count = nd - z;
+        char d[24];
+        for (int i = 0; i < count; i++) d[i] = digits[nd - 1 - i];
+        if (neg) out[n++] = '-';
+        if (decpt <= -4 || decpt > 16) {
+            int e = decpt - 1;
+            out[n++] = d[0];
+            if (count > 1) { out[n++] = '.'; memcpy(out + n, d + 1, count - 1); n += count - 1; }
+            out[n++] = 'e';
+            out[n++] = e < 0 ? '-' : '+';
+            if (e < 0) e = -e;
+            if (e >= 100) { out[n++] = (char)('0' + e / 100); e %= 100; out[n++] = (char)('0' + e / 10); }
+            else { out[n++] = (char)('0' + e / 10); }
+            out[n++] = (char)('0' + e % 10);
+        } else if (decpt <= 0) {
+            out[n++] = '0'; out[n++] = '.';
+            for (int i = 0; i < -decpt; i++) out[n++] = '0';
+            memcpy(out + n, d, count); n += count;
+        } else if (decpt >= count) {
+            memcpy(out + n, d, count); n += count;
+            for (int i = count; i < decpt; i++) out[n++] = '0';
+            out[n++] = '.'; out[n++] = '0';
+        } else {
+            memcpy(out + n, d, decpt); n += decpt;
+            out[n++] = '.';
+            memcpy(out + n, d + decpt, count - decpt); n += count - decpt;
+        }
+        return n;
+    }
+    """
+    int osprey_f32_repr(float f, char* out, int exact_only) nogil
+
+
+# float32 values at least this large (2^-99, exponent field 28) are written as their
+# shortest decimal; smaller ones (and zero) as the double ``repr`` writes them.
+cdef int F32_MIN_EXPONENT_FIELD = 28
 
 
 cdef struct Buf:
@@ -203,10 +355,38 @@ cdef bint _native_dtype(cnp.ndarray array):
     return kind == b'b'
 
 
+cdef inline int _exponent_field(float value) noexcept:
+    cdef unsigned int bits
+    memcpy(&bits, &value, 4)
+    return <int>((bits >> 23) & 0xFF)
+
+
+cdef int _put_float32(Buf* b, float value) except -1:
+    cdef int n
+    cdef int field = _exponent_field(value)
+    if field < F32_MIN_EXPONENT_FIELD or field == 0xFF:
+        return _put_double(b, value)  # tiny, zero, NaN or infinite
+    if b.size + 32 > b.cap:
+        _grow(b, 32)
+    n = osprey_f32_repr(value, b.data + b.size, 0)
+    b.size += n
+    return 0
+
+
+def f32_repr(float value, bint exact_only=False):
+    """The text the encoder writes for one float32 (``exact_only``: without the double
+    fast path, to test the exact one)."""
+    cdef char out[48]
+    cdef int field = _exponent_field(value)
+    if field < F32_MIN_EXPONENT_FIELD or field == 0xFF:
+        return None
+    return out[:osprey_f32_repr(value, out, exact_only)].decode()
+
+
 cdef int _put_element(Buf* b, const char* p, char kind, int size) except -1:
     if kind == b'f':
         if size == 4:
-            return _put_double(b, (<const float*>p)[0])
+            return _put_float32(b, (<const float*>p)[0])
         return _put_double(b, (<const double*>p)[0])
     if kind == b'b':
         if p[0]:

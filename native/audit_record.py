@@ -15,12 +15,12 @@ from .audit_record_py import iso_time
 EXTENSION_LOADED = False
 if os.environ.get("OSPREY_NO_EXTENSIONS") != "1":
     try:
-        from ._audit_record import encode
+        from ._audit_record import encode, f32_repr
 
         EXTENSION_LOADED = True
     except ImportError:
-        encode = audit_record_py.encode
+        encode, f32_repr = audit_record_py.encode, audit_record_py.f32_repr
 else:
-    encode = audit_record_py.encode
+    encode, f32_repr = audit_record_py.encode, audit_record_py.f32_repr
 
-__all__ = ["EXTENSION_LOADED", "encode", "iso_time"]
+__all__ = ["EXTENSION_LOADED", "encode", "f32_repr", "iso_time"]

@@ -3,17 +3,83 @@
 ``encode(entry, stream_id, seq, column_json)`` returns the canonical JSON (compact,
 keys sorted, UTF-8) of one audit record; every tensor column is encoded by
 ``column_json(value, personal) -> bytes``. The kernel writes numeric NumPy columns
-itself and must produce the same bytes.
+itself and must produce the same bytes; ``f32_repr`` is how both write a float32.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import math
+import struct
 from collections.abc import Callable
 from typing import Any
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+# float32 values at least 2^-99 (exponent field 28) are written as their shortest
+# round-trip decimal; smaller ones, zero and non-finite ones are left to ``repr``.
+F32_MIN_EXPONENT_FIELD = 28
+
+
+def f32_repr(value: float, exact_only: bool = False) -> str | None:
+    """The shortest decimal that reads back as the float32 ``value`` (the closest such
+    one, ties to even), laid out as Python's ``repr`` lays out a float; None where the
+    encoder leaves the value to ``repr`` (see F32_MIN_EXPONENT_FIELD)."""
+    (bits,) = struct.unpack("<I", struct.pack("<f", value))
+    field = (bits >> 23) & 0xFF
+    if field < F32_MIN_EXPONENT_FIELD or field == 0xFF:
+        return None
+    frac = bits & 0x7FFFFF
+    m = frac | 0x800000
+    e = field - 152
+    m4, hi = 4 * m, 4 * m + 2
+    lo = 4 * m - 1 if frac == 0 and field > 1 else 4 * m - 2
+    inclusive = m % 2 == 0
+    k = math.floor(math.log10(math.ldexp(m4, e)))
+    for q in range(k + 2, k - 11, -1):
+        c = _closest(lo, m4, hi, e, q, inclusive)
+        if c is not None:
+            break
+    else:  # pragma: no cover - a float32 always has a 9-digit decimal
+        raise AssertionError(value)
+    digits = str(c).rstrip("0") or "0"
+    decpt = q + len(str(c))
+    text = _layout(digits, decpt)
+    return "-" + text if bits >> 31 else text
+
+
+def _ratio(x: int, e: int, q: int) -> tuple[int, int]:
+    """x * 2^e / 10^q as (numerator, denominator)."""
+    n, d = x, 1
+    n, d = (n << e, d) if e >= 0 else (n, d << -e)
+    return (n, d * 10**q) if q >= 0 else (n * 10**-q, d)
+
+
+def _closest(lo: int, m4: int, hi: int, e: int, q: int, inclusive: bool) -> int | None:
+    n, d = _ratio(lo, e, q)
+    cmin = n // d + (1 if n % d or not inclusive else 0)
+    n, d = _ratio(hi, e, q)
+    cmax = n // d - (1 if n % d == 0 and not inclusive else 0)
+    if cmin > cmax:
+        return None
+    n, d = _ratio(m4, e, q)
+    c, r = divmod(n, d)
+    if 2 * r > d or (2 * r == d and c % 2):
+        c += 1
+    return min(max(c, cmin), cmax)
+
+
+def _layout(digits: str, decpt: int) -> str:
+    """``digits`` x 10^(decpt - len(digits)) as ``repr`` writes it."""
+    if decpt <= -4 or decpt > 16:
+        exponent = decpt - 1
+        mantissa = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
+        return f"{mantissa}e{'-' if exponent < 0 else '+'}{abs(exponent):02d}"
+    if decpt <= 0:
+        return "0." + "0" * -decpt + digits
+    if decpt >= len(digits):
+        return digits + "0" * (decpt - len(digits)) + ".0"
+    return digits[:decpt] + "." + digits[decpt:]
 
 
 def iso_time(at_ns: int) -> str:

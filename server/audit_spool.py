@@ -27,6 +27,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -38,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from native import bytes_codec
-from native.audit_record import encode, iso_time
+from native.audit_record import encode, f32_repr, iso_time
 from native.spool import SpoolWriter
 from registry.audit_chain import GENESIS_PREVIOUS, key_id, link
 
@@ -97,6 +98,10 @@ def _column(value: Any) -> list[Any]:
         return np.array(flat, dtype=object).reshape(array.shape).tolist()
     if array.dtype.kind == "V" or array.dtype.name == "bfloat16":
         array = array.astype(np.float32)
+    if array.dtype == np.float32:
+        # each float32 as its shortest decimal (``native.audit_record.f32_repr``)
+        return np.array([_float32(v) for v in array.reshape(-1).tolist()],
+                        dtype=object).reshape(array.shape).tolist()
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         # JSON (and jsonb) have no NaN or infinity: those elements become strings
         spelled = array.astype(object)
@@ -105,6 +110,15 @@ def _column(value: Any) -> list[Any]:
         spelled[np.isneginf(array)] = "-Infinity"
         return spelled.tolist()
     return array.tolist()
+
+
+def _float32(value: float) -> float | str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Infinity" if value > 0 else "-Infinity"
+    text = f32_repr(value)
+    return value if text is None else float(text)
 
 
 def _hashed(value: Any, pii_key: bytes) -> list[Any]:
