@@ -4,8 +4,9 @@
 The request path (holding the GIL) copies a finished record into the pending
 buffer under a pthread mutex (``append``). The writer thread (``run``) never takes
 the GIL: it swaps the pending buffer for its own, writes it to the open segment,
-fsyncs (``strict``: every group, before the records count as durable; ``relaxed``:
-only when a segment is sealed), publishes how many records are durable and bumps
+fsyncs (``strict``: every group, before the records count as durable, with
+``fdatasync`` into a segment zero-filled ahead of the data so that no group changes its
+size; ``relaxed``: only when a segment is sealed, which also cuts the zero tail), publishes how many records are durable and bumps
 an eventfd, which the event loop watches to release the responses waiting for
 them. Segments are ``NNNNNNNN.open`` files sealed (fsynced, renamed to
 ``NNNNNNNN.sealed``, folder fsynced) once they are ``seal_seconds`` old or
@@ -24,7 +25,11 @@ from libc.string cimport memcpy, strerror
 from posix.fcntl cimport O_APPEND, O_CREAT, O_RDONLY, O_WRONLY
 from posix.fcntl cimport open as c_open
 from posix.time cimport timespec
-from posix.unistd cimport close, fsync, write
+from posix.unistd cimport close, fsync, ftruncate, pwrite, write
+
+
+cdef extern from "<unistd.h>" nogil:
+    int fdatasync(int fd)
 
 
 cdef extern from "<time.h>" nogil:
@@ -79,6 +84,28 @@ cdef int _write_all(int fd, const char* data, size_t size) noexcept nogil:
     return 0
 
 
+cdef int _pwrite_all(int fd, const char* data, size_t size, int64_t offset) noexcept nogil:
+    """0, or the errno of a failed pwrite (short writes are continued)."""
+    cdef ssize_t n
+    while size > 0:
+        n = pwrite(fd, data, size, offset)
+        if n < 0:
+            if errno == EINTR:
+                continue
+            return errno
+        data += n
+        size -= <size_t>n
+        offset += n
+    return 0
+
+
+# strict segments are zero-filled this far ahead of the data (then fdatasync of a group
+# only flushes data blocks: no size change, no journal commit; half the CPU and latency
+# of an fsync after an append, measured on ext4)
+DEF ZERO_AHEAD = 2 * 1024 * 1024
+cdef char _ZEROS[65536]
+
+
 cdef int _fsync_path(const char* path) noexcept nogil:
     cdef int fd = c_open(path, O_RDONLY)
     if fd < 0:
@@ -113,6 +140,7 @@ cdef class SpoolWriter:
     cdef int _fd                # the open segment, -1 if none
     cdef int64_t _segment_no
     cdef int64_t _segment_bytes
+    cdef int64_t _zeroed        # strict: bytes of the open segment already zero-filled
     cdef int64_t _segment_opened
     cdef bytes _folder
     cdef const char* _folder_c
@@ -280,24 +308,51 @@ cdef class SpoolWriter:
             self._segment_no += 1
             snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
                      <long long>self._segment_no)
-            self._fd = c_open(self._open_path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            self._fd = c_open(self._open_path, O_WRONLY | O_CREAT | (0 if self._strict
+                                                                      else O_APPEND), 0o644)
             if self._fd < 0:
                 self._failure = errno
                 return
             self._segment_bytes = 0
+            self._zeroed = 0
             self._segment_opened = _now_ns()
-        err = _write_all(self._fd, self._writing, size)
-        if err == 0 and self._strict and fsync(self._fd) != 0:
-            err = errno
+        if self._strict:
+            err = self._zero_ahead(self._segment_bytes + <int64_t>size)
+            if err == 0:
+                err = _pwrite_all(self._fd, self._writing, size, self._segment_bytes)
+            if err == 0 and fdatasync(self._fd) != 0:
+                err = errno
+        else:
+            err = _write_all(self._fd, self._writing, size)
         if err != 0:
             self._failure = err
             return
         self._segment_bytes += size
         self._bytes_written += size
 
+    cdef int _zero_ahead(self, int64_t needed) noexcept nogil:
+        """Zero-fill the segment (and fsync it: its size changes) up to ``needed`` plus
+        ZERO_AHEAD, when ``needed`` is beyond what is filled; 0 or an errno."""
+        cdef int64_t end, chunk
+        cdef int err
+        if needed <= self._zeroed:
+            return 0
+        end = needed + ZERO_AHEAD
+        while self._zeroed < end:
+            chunk = min(<int64_t>sizeof(_ZEROS), end - self._zeroed)
+            err = _pwrite_all(self._fd, _ZEROS, <size_t>chunk, self._zeroed)
+            if err != 0:
+                return err
+            self._zeroed += chunk
+        if fsync(self._fd) != 0:
+            return errno
+        return 0
+
     cdef void _seal(self) noexcept nogil:
         cdef int err = 0
-        if fsync(self._fd) != 0:
+        if self._zeroed > self._segment_bytes and ftruncate(self._fd, self._segment_bytes) != 0:
+            err = errno  # the zero-filled tail goes; a sealed segment is its lines only
+        if err == 0 and fsync(self._fd) != 0:
             err = errno
         close(self._fd)
         self._fd = -1

@@ -15,6 +15,8 @@ import threading
 import time
 from pathlib import Path
 
+ZERO_AHEAD = 2 * 1024 * 1024  # as the kernel: strict segments are zero-filled ahead
+
 
 class SpoolWriter:
     def __init__(self, folder: str | os.PathLike[str], strict: bool, group_seconds: float,
@@ -37,6 +39,7 @@ class SpoolWriter:
         self._fd = -1
         self._segment_no = 0
         self._segment_bytes = 0
+        self._zeroed = 0
         self._segment_opened = 0.0
 
     def append(self, record: bytes) -> int:
@@ -122,14 +125,27 @@ class SpoolWriter:
             if self._fd < 0:
                 self._segment_no += 1
                 path = self._folder / f"{self._segment_no:08d}.open"
-                self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                flags = os.O_WRONLY | os.O_CREAT | (0 if self._strict else os.O_APPEND)
+                self._fd = os.open(path, flags, 0o644)
                 self._segment_bytes = 0
+                self._zeroed = 0
                 self._segment_opened = time.monotonic()
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view):]
             if self._strict:
-                os.fsync(self._fd)
+                needed = self._segment_bytes + len(data)
+                if needed > self._zeroed:  # zero-fill ahead; the size changes: fsync
+                    end = needed + ZERO_AHEAD
+                    os.pwrite(self._fd, bytes(end - self._zeroed), self._zeroed)
+                    self._zeroed = end
+                    os.fsync(self._fd)
+                view, offset = memoryview(data), self._segment_bytes
+                while view:
+                    written = os.pwrite(self._fd, view, offset)
+                    view, offset = view[written:], offset + written
+                os.fdatasync(self._fd)
+            else:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(self._fd, view):]
         except OSError as exc:
             self._failure = exc.strerror or str(exc)
             return
@@ -140,6 +156,8 @@ class SpoolWriter:
         fd, self._fd = self._fd, -1
         try:
             try:
+                if self._zeroed > self._segment_bytes:
+                    os.ftruncate(fd, self._segment_bytes)
                 os.fsync(fd)
             finally:
                 os.close(fd)

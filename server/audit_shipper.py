@@ -45,8 +45,9 @@ STATUS_FILE = ".shipper.json"
 
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a segment (a torn last line is left out)."""
-    data = path.read_bytes()
+    """The complete lines of a segment (a torn last line is left out; an open strict
+    segment ends in the zeros it was filled with ahead of the data)."""
+    data = path.read_bytes().rstrip(b"\0")
     lines = data.split(b"\n")
     out = []
     for i, line in enumerate(lines):

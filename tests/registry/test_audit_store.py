@@ -292,3 +292,15 @@ def test_the_follower_publishes_its_status_and_stops(db: Database, key: bytes,
     stopping.set()
     thread.join(5)
     assert not thread.is_alive() and not other.is_alive()
+
+
+def test_an_open_segment_torn_inside_its_zero_fill_reads_its_whole_lines(
+    tmp_path: Path,
+) -> None:
+    """A strict segment left open by a crash: whole lines, a torn one, then the zeros
+    it was filled with ahead of the data."""
+    segment = tmp_path / "00000001.open"
+    segment.write_bytes(b'{"kind":"genesis"}\n{"a":1,"rows":0,"status":"OK","outputs":{}}\n'
+                        b'{"a":2,"ro' + bytes(4096))
+    lines = read_segment(segment)
+    assert [line.get("kind", line.get("a")) for line in lines] == ["genesis", 1]
