@@ -2,11 +2,13 @@
 """Cython kernel of the audit spool writer; ``native.spool_py`` is its twin.
 
 The request path (holding the GIL) copies a finished record into the pending
-buffer under a pthread mutex (``append``). The writer thread (``run``) never takes
+buffer under a pthread mutex (``append``) and, under ``strict``, wakes the writer
+once per event-loop iteration (``kick``). The writer thread (``run``) never takes
 the GIL: it swaps the pending buffer for its own, writes it to the open segment,
 fsyncs (``strict``: every group, before the records count as durable, with
-``fdatasync`` into a segment zero-filled ahead of the data so that no group changes its
-size; ``relaxed``: only when a segment is sealed, which also cuts the zero tail), publishes how many records are durable and bumps
+``fdatasync`` into a segment zero-filled ahead of the data so that no group changes
+its size; ``relaxed``: only when a segment is sealed, which also cuts the zero
+tail), publishes how many records are durable and bumps
 an eventfd, which the event loop watches to release the responses waiting for
 them. Segments are ``NNNNNNNN.open`` files sealed (fsynced, renamed to
 ``NNNNNNNN.sealed``, folder fsynced) once they are ``seal_seconds`` old or
@@ -129,6 +131,7 @@ cdef class SpoolWriter:
     cdef int64_t _durable       # records on disk (strict: fsynced)
     cdef int64_t _bytes_written
     cdef int64_t _sealed
+    cdef int64_t _groups
     cdef int _failure           # errno of the first failed write/fsync/rename, 0 if none
     cdef bint _stopping
     cdef bint _running
@@ -198,10 +201,15 @@ cdef class SpoolWriter:
         self._pending_len += size
         self._appended += 1
         number = self._appended
-        if self._strict:
-            pthread_cond_signal(&self._cond)
         pthread_mutex_unlock(&self._mutex)
         return number
+
+    def kick(self):
+        """Write what is queued now (strict: once per event-loop iteration, so that the
+        records of one iteration share one group and one fdatasync)."""
+        pthread_mutex_lock(&self._mutex)
+        pthread_cond_signal(&self._cond)
+        pthread_mutex_unlock(&self._mutex)
 
     @property
     def durable(self):
@@ -215,6 +223,11 @@ cdef class SpoolWriter:
     @property
     def bytes_written(self):
         return self._bytes_written
+
+    @property
+    def groups(self):
+        """Groups written so far (one write, and under strict one fdatasync, each)."""
+        return self._groups
 
     @property
     def sealed(self):
@@ -329,6 +342,7 @@ cdef class SpoolWriter:
             return
         self._segment_bytes += size
         self._bytes_written += size
+        self._groups += 1
 
     cdef int _zero_ahead(self, int64_t needed) noexcept nogil:
         """Zero-fill the segment (and fsync it: its size changes) up to ``needed`` plus

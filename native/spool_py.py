@@ -33,6 +33,7 @@ class SpoolWriter:
         self._durable = 0
         self._bytes_written = 0
         self._sealed = 0
+        self._groups = 0
         self._failure: str | None = None
         self._stopping = False
         self._running = False
@@ -46,9 +47,11 @@ class SpoolWriter:
         with self._cond:
             self._pending.append(record)
             self._appended += 1
-            if self._strict:
-                self._cond.notify()
             return self._appended
+
+    def kick(self) -> None:
+        with self._cond:
+            self._cond.notify()
 
     @property
     def durable(self) -> int:
@@ -61,6 +64,10 @@ class SpoolWriter:
     @property
     def bytes_written(self) -> int:
         return self._bytes_written
+
+    @property
+    def groups(self) -> int:
+        return self._groups
 
     @property
     def sealed(self) -> int:
@@ -151,6 +158,7 @@ class SpoolWriter:
             return
         self._segment_bytes += len(data)
         self._bytes_written += len(data)
+        self._groups += 1
 
     def _seal(self) -> None:
         fd, self._fd = self._fd, -1

@@ -212,6 +212,8 @@ class OspreyServer:
         self.shipper = ShipperSidecar(config, self.audit, self._audit_reachable)
         audit = self.audit
         self.metrics.audit_spool_bytes.set_function(lambda: audit.spool_bytes)
+        self.metrics.audit_records.set_function(lambda: audit.appended)
+        self.metrics.audit_groups.set_function(lambda: audit.groups)
         log.info("audit: %s, stream %s, spool %s, key %s", config.audit, audit.stream_id,
                  audit.folder, key_file)
 

@@ -236,6 +236,7 @@ class AuditLog:
         self._writer = SpoolWriter(self.folder, policy == "strict", group_seconds,
                                    seal_seconds, SEGMENT_BYTES, self._wake_fd)
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
+        self._kick_scheduled = False
         self._lock = threading.Lock()  # seq, chain and append order stay one
         self._seq = 0
         self._chain = GENESIS_PREVIOUS
@@ -254,6 +255,16 @@ class AuditLog:
     def written(self) -> int:
         """Records (genesis included) the writer has put in the spool."""
         return int(self._writer.durable)
+
+    @property
+    def appended(self) -> int:
+        """Records (genesis included) handed to the writer."""
+        return int(self._writer.appended)
+
+    @property
+    def groups(self) -> int:
+        """Groups the writer wrote (under strict, one fdatasync each)."""
+        return int(self._writer.groups)
 
     @property
     def failure(self) -> str | None:
@@ -312,6 +323,9 @@ class AuditLog:
         number = self._append(entry)
         if strict:
             assert self._loop is not None
+            if not self._kick_scheduled:  # one group per loop iteration, not per record
+                self._kick_scheduled = True
+                self._loop.call_soon(self._kick)
             done = self._loop.create_future()
             self._waiting.append((number, done))
             await done
@@ -338,6 +352,10 @@ class AuditLog:
             return int(self._writer.append(
                 body[:-1] + b',"chain":"' + self._chain.hex().encode() + b'","declared":'
                 + _declared_json(entry) + b"}\n"))
+
+    def _kick(self) -> None:
+        self._kick_scheduled = False
+        self._writer.kick()
 
     def _column_json(self, value: Any, personal: bool) -> bytes:
         """A tensor column the native encoder leaves to Python (BYTES, personal data)."""

@@ -156,6 +156,15 @@ class ServerMetrics:
             "Audit records on local disk not yet shipped to the database",
             registry=r,
         )
+        # records / groups = the group commit's batch (one write, and under strict one
+        # fdatasync, per group)
+        self.audit_records = Gauge(
+            "osprey_audit_records", "Audit records handed to the spool writer since start",
+            registry=r,
+        )
+        self.audit_groups = Gauge(
+            "osprey_audit_groups", "Groups the spool writer wrote since start", registry=r,
+        )
 
     def shadow_dropped_inc(self, model: str, version: int) -> None:
         self.shadow_dropped.labels(model, str(version)).inc()

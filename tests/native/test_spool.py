@@ -35,6 +35,8 @@ def test_every_record_once_in_order(name: str, strict: bool, tmp_path: Path) -> 
     numbers = []
     for i in range(5000):
         numbers.append(writer.append(b'{"n":%d}\n' % i))
+        if i % 100 == 99:
+            writer.kick()  # as the event loop does once per iteration
         if i % 500 == 499:  # let groups through, so segments rotate by size between them
             deadline = time.monotonic() + 5
             while writer.durable < numbers[-1] and time.monotonic() < deadline:
@@ -61,6 +63,7 @@ def test_strict_wakes_the_loop_once_durable(name: str, tmp_path: Path) -> None:
     writer, thread, wake = start(WRITERS[name], tmp_path, True, seal=30.0)
     try:
         number = writer.append(b"one\n")
+        writer.kick()
         ready, _, _ = select.select([wake], [], [], 5.0)
         assert ready, "no wake-up after the fsync"
         assert writer.durable >= number
@@ -82,6 +85,7 @@ def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> N
     shutil.rmtree(folder)  # the disk went away under it
     try:
         writer.append(b"lost\n")
+        writer.kick()
         ready, _, _ = select.select([wake], [], [], 5.0)
         assert ready
         assert writer.failure == os.strerror(2)  # No such file or directory
