@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import hmac
@@ -58,7 +59,7 @@ POLICIES = ("strict", "relaxed", "off")
 WHEN_FULL = ("refuse", "relax")
 
 
-@dataclass
+@dataclass(slots=True)
 class AuditEntry:
     """One request's decision(s), as the request path hands them over (no copies)."""
 
@@ -303,8 +304,10 @@ class AuditLog:
             self._chain = link(self.key, GENESIS_PREVIOUS, self._genesis)
         self._thread.start()
 
-    async def record(self, entry: AuditEntry) -> None:
-        """Hand ``entry`` over; under strict, return once it is on disk."""
+    def submit(self, entry: AuditEntry) -> asyncio.Future[None] | None:
+        """Encode, chain and queue ``entry``; under strict, the future that resolves
+        once it is on disk (None under relaxed: nothing to wait for). Raises SpoolFull
+        or SpoolUnwritable when no decision may be made."""
         strict = self.policy == "strict"
         failure = self._writer.failure
         if failure is not None:
@@ -321,13 +324,21 @@ class AuditLog:
                 )
             strict = False
         number = self._append(entry)
-        if strict:
-            assert self._loop is not None
-            if not self._kick_scheduled:  # one group per loop iteration, not per record
-                self._kick_scheduled = True
-                self._loop.call_soon(self._kick)
-            done = self._loop.create_future()
-            self._waiting.append((number, done))
+        if not strict:
+            return None
+        loop = self._loop
+        assert loop is not None
+        if not self._kick_scheduled:  # one group per loop iteration, not per record
+            self._kick_scheduled = True
+            loop.call_soon(self._kick)
+        done = loop.create_future()
+        self._waiting.append((number, done))
+        return done
+
+    async def record(self, entry: AuditEntry) -> None:
+        """Hand ``entry`` over; under strict, return once it is on disk."""
+        done = self.submit(entry)
+        if done is not None:
             await done
 
     def record_nowait(self, entry: AuditEntry) -> None:
@@ -417,6 +428,6 @@ def _declared_json(entry: AuditEntry) -> bytes:
 
 def _unserialisable(entry: AuditEntry) -> AuditEntry:
     """The entry without its tensors (they could not be encoded): still audited."""
-    return AuditEntry(**{**entry.__dict__, "inputs": {}, "outputs": {},
-                         "error": (entry.error + "; " if entry.error else "")
-                         + "tensors not recorded: they could not be encoded"})
+    return dataclasses.replace(entry, inputs={}, outputs={}, error=(
+        entry.error + "; " if entry.error else "") + "tensors not recorded: they could not "
+        "be encoded")

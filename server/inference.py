@@ -191,7 +191,9 @@ class InferenceCore:
             raise
         if self.audit is not None:
             # strict: the answer waits until its record is on disk
-            await self.audit.record(audit_success(request, result, served))
+            durable = self.audit.submit(audit_success(request, result, served))
+            if durable is not None:
+                await durable
         if shadow is not None and self.shadow is not None:
             self.shadow.submit(shadow, decision_id, lambda: self._shadow_copy(shadow, request),
                                self._audit_shadow(request, decision_id, shadow))
