@@ -123,6 +123,14 @@ cdef extern from *:
         return 1;
     }
 
+    static int osprey_try(double lo, double v, double hi, uint64_t L, uint64_t M4,
+                          uint64_t H, int E, int inclusive, int q, int exact_only,
+                          uint64_t* c) {
+        int got = exact_only ? -1 : osprey_fast(lo, v, hi, q, c);
+        if (got < 0) got = osprey_exact(L, M4, H, E, inclusive, q, c);
+        return got > 0;
+    }
+
     /* Writes the float32 f (finite, |f| >= 2^-99) as Python's repr writes the double
        nearest to its shortest round-trip decimal; returns the length. ``exact_only``
        skips the double fast path (for tests). */
@@ -137,14 +145,23 @@ cdef extern from *:
         int inclusive = (m % 2) == 0;
         double v = ldexp((double)M4, E), lo = ldexp((double)L, E), hi = ldexp((double)H, E);
         int k = (int)floor(log10(v));
-        uint64_t c = 0;
-        int q, found = 0;
-        for (q = k + 2; q >= k - 10; q--) {
-            int got = exact_only ? -1 : osprey_fast(lo, v, hi, q, &c);
-            if (got < 0) got = osprey_exact(L, M4, H, E, inclusive, q, &c);
-            if (got > 0) { found = 1; break; }
+        uint64_t c = 0, c_up = 0;
+        /* The shortest decimal is at the largest q whose range holds an integer (a
+           range that holds one at q holds one at every smaller q). Most float32 need 8
+           or 9 digits: start at 8 and move up, or down, from there. */
+        int q = k - 7;
+        if (osprey_try(lo, v, hi, L, M4, H, E, inclusive, q, exact_only, &c)) {
+            while (q < k + 2 && osprey_try(lo, v, hi, L, M4, H, E, inclusive, q + 1,
+                                           exact_only, &c_up)) {
+                q += 1;
+                c = c_up;
+            }
+        } else {
+            do {
+                q -= 1;
+                if (q < k - 12) return 0;
+            } while (!osprey_try(lo, v, hi, L, M4, H, E, inclusive, q, exact_only, &c));
         }
-        if (!found) return 0;
         char digits[24];
         int nd = 0;
         while (c > 0) { digits[nd++] = (char)('0' + c % 10); c /= 10; }

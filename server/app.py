@@ -209,7 +209,7 @@ class OspreyServer:
         self.audit = AuditLog(spool, key, config.audit, pii_key=pii_key,
                               max_spool_bytes=config.audit_spool_max_bytes,
                               when_full=config.audit_when_full)
-        self.shipper = ShipperSidecar(config, self.audit, self._audit_reachable)
+        self.shipper = ShipperSidecar(config, self.audit, database, self._audit_reachable)
         audit = self.audit
         self.metrics.audit_spool_bytes.set_function(lambda: audit.spool_bytes)
         self.metrics.audit_records.set_function(lambda: audit.appended)

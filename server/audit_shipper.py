@@ -151,6 +151,16 @@ class SpoolShipper:
         tmp.write_text(json.dumps(asdict(status)))
         tmp.replace(self.spool_root / STATUS_FILE)
 
+    def ship_if_free(self) -> bool | None:
+        """One pass if no other shipper works the spool now (else None: it will)."""
+        self.spool_root.mkdir(parents=True, exist_ok=True)
+        with (self.spool_root / LOCK_FILE).open("a") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return None
+            return self.ship_once()
+
     def follow(self, parent: int | None = None, stopping: Any = None) -> None:
         """Ship every ``SHIP_SECONDS`` until ``stopping`` is set (a threading.Event) or
         ``parent`` exits; then one last pass. Waits its turn for the spool's lock."""

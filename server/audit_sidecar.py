@@ -5,7 +5,8 @@ Each server process starts ``osprey audit ship --follow`` as a child process
 it to a container of its own on the spool volume). Several server processes on one
 spool root each start one; the spool's lock lets one work at a time. The child
 exits when the server does (SIGTERM after the writer sealed everything: a last pass
-ships it) or when the server dies (it notices its parent is gone, ships what is
+ships it; what a side-car killed before its handler was up left, the server ships
+itself) or when the server dies (it notices its parent is gone, ships what is
 left, including the dead stream's open segment, and exits). A child that dies is
 started again.
 
@@ -26,7 +27,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .audit_shipper import read_status
+from registry.db import Database
+
+from .audit_shipper import SpoolShipper, read_status
 from .audit_spool import AuditLog
 from .config import ServerConfig
 
@@ -39,9 +42,10 @@ STOP_SECONDS = 30.0  # for the last pass after the server stopped
 
 
 class ShipperSidecar:
-    def __init__(self, config: ServerConfig, audit: AuditLog,
+    def __init__(self, config: ServerConfig, audit: AuditLog, database: Database,
                  on_reachable: Callable[[bool], None]) -> None:
         self.config = config
+        self.database = database
         self.audit = audit
         self.on_reachable = on_reachable
         self.external = config.audit_shipper == "external"
@@ -93,17 +97,23 @@ class ShipperSidecar:
                 self.on_reachable(reachable)
 
     async def stop(self) -> None:
-        """After the writer sealed everything: let the side-car ship it and exit."""
+        """After the writer sealed everything: let the side-car ship it and exit, then
+        ship what is left here (a side-car stopped before it could, e.g. still
+        starting), unless another process's shipper holds the spool."""
         if self._task is not None:
             self._task.cancel()
         proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.to_thread(proc.wait, STOP_SECONDS)
-        except subprocess.TimeoutExpired:
-            log.error("audit shipper side-car did not exit in %.0fs; killed (what it did "
-                      "not ship stays in the spool for the next one)", STOP_SECONDS)
-            proc.kill()
-            await asyncio.to_thread(proc.wait)
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                await asyncio.to_thread(proc.wait, STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                log.error("audit shipper side-car did not exit in %.0fs; killed",
+                          STOP_SECONDS)
+                proc.kill()
+                await asyncio.to_thread(proc.wait)
+        if not self.external:
+            shipper = SpoolShipper(self.audit.spool_root, self.database)
+            if await asyncio.to_thread(shipper.ship_if_free) is False:
+                log.warning("audit records left in %s (%s): the next shipper ships them",
+                            self.audit.spool_root, shipper.error)

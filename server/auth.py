@@ -19,6 +19,7 @@ neither content nor length leaks) and never logged: the log names a caller as
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import enum
 import hashlib
@@ -42,6 +43,12 @@ if TYPE_CHECKING:
     from .config import ServerConfig
 
 log = logging.getLogger("osprey.server")
+
+# The metadata of the RPC this task serves, as the interceptor already has it: the
+# servicer reads it from here (for the audit log's caller) instead of asking gRPC to
+# build the tuple again. None outside an intercepted RPC (the workers' peer socket).
+CALL_METADATA: contextvars.ContextVar[Sequence[tuple[str, Any]] | None] = (
+    contextvars.ContextVar("osprey_call_metadata", default=None))
 
 _SERVICE = "/inference.GRPCInferenceService/"
 CONTROL_METHODS: set[str] = {
@@ -411,6 +418,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[Any], Awaitable[Any]],
         handler_call_details: Any,
     ) -> Any:
+        CALL_METADATA.set(handler_call_details.invocation_metadata)
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         access = access_of(method)

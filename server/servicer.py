@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import grpc
 
 from . import converters
-from .auth import peer_common_name
+from .auth import CALL_METADATA, peer_common_name
 from .errors import ModelNotFound, OspreyError, Unsupported
 from .inference import NO_CALLER, Caller, InferenceCore
 from .loaded_models import LoadedModels
@@ -68,11 +68,18 @@ def caller_of(context: Any, tls: bool = True) -> Caller:
     context (several microseconds, and a GIL hand-off under load) is not asked."""
     peer = context.peer() or ""
     common_name = peer_common_name(context.auth_context() or {}) if tls else None
-    metadata = dict(context.invocation_metadata() or ())
-    principal = f"cert CN={common_name}" if common_name else (
-        "client token" if "authorization" in metadata else "")
+    metadata = CALL_METADATA.get()
+    if metadata is None:
+        metadata = context.invocation_metadata() or ()
+    token = False
+    traceparent: Any = ""
+    for key, value in metadata:
+        if key == "authorization":
+            token = True
+        elif key == "traceparent":
+            traceparent = value
+    principal = f"cert CN={common_name}" if common_name else ("client token" if token else "")
     trace_id = ""
-    traceparent = metadata.get("traceparent", "")
     parts = traceparent.split("-") if isinstance(traceparent, str) else []
     if len(parts) == 4 and len(parts[1]) == 32:
         trace_id = parts[1]

@@ -310,3 +310,37 @@ def test_personal_data_never_reaches_the_database_in_the_clear(tmp_path: Path) -
         if file.is_file():
             data = file.read_bytes()
             assert not any(c in data for c in cards), file
+
+
+def test_the_caller_is_audited(tmp_path: Path) -> None:
+    """Peer address, "client token" when the caller authenticated with one, and the
+    W3C trace id of `traceparent`; nothing invented for a caller that sent neither."""
+    repo = tmp_path / "repo"
+    write_model(repo, "fraud", offset_graph(1), CONFIG)
+    home = tmp_path / "home"
+    token_file = tmp_path / "client.token"
+    token = "client-" + os.urandom(16).hex()
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    server = ServerProcess(repo, home, "--client-token-file", str(token_file))
+    trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    tensor = grpcclient.InferInput("INPUT", [1, 1], "FP32")
+    tensor.set_data_from_numpy(np.ones((1, 1), np.float32))
+    client = grpcclient.InferenceServerClient(server.url)
+    try:
+        traced = _decision_id(client.infer("fraud", [tensor], headers={
+            "authorization": f"Bearer {token}",
+            "traceparent": f"00-{trace}-00f067aa0ba902b7-01"}))
+        plain = _decision_id(client.infer("fraud", [tensor], headers={
+            "authorization": f"Bearer {token}", "traceparent": "not-a-trace"}))
+    finally:
+        client.close()
+        server.stop()
+    db = Database(f"sqlite:///{home / 'osprey.db'}")
+    with db.read() as s:  # shipped by the stop: nothing was waited for
+        rows = {r.decision_id: (r.trace_id, r.principal, r.caller)
+                for r in s.scalars(select(AuditRequest))}
+    db.dispose()
+    assert rows[traced][0] == trace and rows[plain][0] == ""
+    assert rows[traced][1] == rows[plain][1] == "client token"
+    assert rows[traced][2].startswith(("ipv4:127.0.0.1:", "ipv6:"))
