@@ -80,6 +80,34 @@ def place_sidecars(servers: dict[str, BenchServer], cpu: int | None) -> list[int
     return moved
 
 
+def group_flush_cost(folder: Path, count: int = 2000, size: int = 8800) -> dict[str, Any]:
+    """CPU and wall µs per strict group of ``size`` bytes: fsync after an append (the
+    file grows: a journal commit) against the spool's way, pwrite into a segment
+    zero-filled ahead and fdatasync (no size change)."""
+    data = b"x" * size
+    out: dict[str, Any] = {}
+    for way in ("append+fsync", "zero-filled+fdatasync"):
+        path = folder / "flush-probe"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_APPEND if way == "append+fsync"
+                                                         else 0), 0o644)
+        if way != "append+fsync":
+            os.write(fd, bytes(count * size))
+            os.fsync(fd)
+        cpu, wall = time.process_time(), time.perf_counter()
+        for i in range(count):
+            if way == "append+fsync":
+                os.write(fd, data)
+                os.fsync(fd)
+            else:
+                os.pwrite(fd, data, i * size)
+                os.fdatasync(fd)
+        out[way] = {"cpu_us": (time.process_time() - cpu) / count * 1e6,
+                    "wall_us": (time.perf_counter() - wall) / count * 1e6}
+        os.close(fd)
+        path.unlink()
+    return out
+
+
 def fsync_latency(folder: Path, count: int = 2000) -> tuple[float, float]:
     """(p50, p99) ms of fsync after a 1 KiB append, in ``folder``."""
     path = folder / "fsync-probe"
@@ -243,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="osprey-audit-bench-") as tmp:
         root = Path(tmp)
         p50, p99 = fsync_latency(root)
+        flush = group_flush_cost(root, 200 if args.smoke else 2000)
+        print("strict group of 8 records (8.8 KB): " + "; ".join(
+            f"{way} {c['cpu_us']:.0f} µs CPU, {c['wall_us']:.0f} µs wall"
+            for way, c in flush.items()), flush=True)
         print(f"spool disk fsync after a 1 KiB append: p50 {p50:.3f} ms, p99 {p99:.3f} ms",
               flush=True)
         repo = root / "models"
@@ -298,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps({
         "bench": "audit", "machine": machine, "placement": placement.describe(),
         "sidecar_core": args.sidecar,
-        "fsync_ms": {"p50": p50, "p99": p99}, "summary": summary, "shipping_rates": rates,
+        "fsync_ms": {"p50": p50, "p99": p99}, "group_flush_us": flush, "summary": summary,
+        "shipping_rates": rates,
         "exit_codes": codes, "table": table,
         "cells": [{"round": c.round, "mode": c.mode, "scenario": vars(c.scenario),
                    "requests_per_s": c.result.requests_per_s, "errors": c.result.errors,

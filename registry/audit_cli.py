@@ -45,6 +45,21 @@ def _when(value: str | None, flag: str) -> dt.datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
+def _in_window(query: Any, table: type[AuditRequest] | type[AuditDecision],
+               args: argparse.Namespace) -> Any:
+    """``query`` limited to --since/--until and --model/--version, on ``table``'s columns."""
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if since is not None:
+        query = query.where(table.at >= since)
+    if until is not None:
+        query = query.where(table.at < until)
+    if args.model:
+        query = query.where(table.model == args.model)
+    if args.version is not None:
+        query = query.where(table.version == args.version)
+    return query
+
+
 def _request_json(row: AuditRequest, decisions: list[AuditDecision]) -> dict[str, Any]:
     return {
         "decision_id": row.decision_id, "at": row.at.isoformat(), "request_id": row.request_id,
@@ -69,15 +84,7 @@ def _query(args: argparse.Namespace) -> int:
         query = query.where(AuditRequest.request_id == args.request_id)
     elif args.since is None:
         raise InvalidInput("give --decision-id, --request-id, or --since (with --until)")
-    since, until = _when(args.since, "--since"), _when(args.until, "--until")
-    if since is not None:
-        query = query.where(AuditRequest.at >= since)
-    if until is not None:
-        query = query.where(AuditRequest.at < until)
-    if args.model:
-        query = query.where(AuditRequest.model == args.model)
-    if args.version is not None:
-        query = query.where(AuditRequest.version == args.version)
+    query = _in_window(query, AuditRequest, args)
     with db.read() as session:
         rows = session.scalars(query.limit(args.limit)).all()
         ids = [r.decision_id for r in rows]
@@ -154,21 +161,13 @@ def _export_rows(args: argparse.Namespace) -> Iterator[tuple[Any, ...]]:
     config = config_of(args)
     db = open_database(config)
     check_schema(db)
-    since, until = _when(args.since, "--since"), _when(args.until, "--until")
     query = (select(AuditDecision, AuditRequest, Feedback)
              .join(AuditRequest, (AuditRequest.decision_id == AuditDecision.decision_id)
                    & (AuditRequest.route == AuditDecision.route))
              .outerjoin(Feedback, (Feedback.decision_id == AuditDecision.decision_id)
                         & (Feedback.row_index == AuditDecision.row_index))
              .order_by(AuditDecision.at, AuditDecision.decision_id, AuditDecision.row_index))
-    if since is not None:
-        query = query.where(AuditDecision.at >= since)
-    if until is not None:
-        query = query.where(AuditDecision.at < until)
-    if args.model:
-        query = query.where(AuditDecision.model == args.model)
-    if args.version is not None:
-        query = query.where(AuditDecision.version == args.version)
+    query = _in_window(query, AuditDecision, args)
     with db.read() as session:
         for d, r, f in session.execute(query.execution_options(yield_per=1000)).tuples():
             row_inputs = {name: column[d.row_index] if isinstance(column, list)

@@ -100,9 +100,10 @@ def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> N
 def test_run_twice_at_once_is_refused(name: str, tmp_path: Path) -> None:
     writer, thread, wake = start(WRITERS[name], tmp_path, False)
     try:
-        for _ in range(100):
-            if thread.is_alive():
-                break
+        writer.append(b"x\n")
+        writer.kick()
+        ready, _, _ = select.select([wake], [], [], 5.0)  # the thread's loop is running
+        assert ready
         with pytest.raises(RuntimeError, match="already running"):
             writer.run()
     finally:
