@@ -35,6 +35,23 @@ log = logging.getLogger("osprey.registry")
 DATABASE_FILE = "osprey.db"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 PG_CONNECT_TIMEOUT_S = 5
+# A connection whose peer vanished without a word (a partition, a failed-over host)
+# must fail, not hang a registry poll or an audit shipping pass for ever: TCP
+# keepalives find an idle one dead within ~25 s, tcp_user_timeout one with unanswered
+# data within 30 s. libpq parameters; the database URL's query string overrides them.
+PG_CONNECT_ARGS: dict[str, int] = {
+    "connect_timeout": PG_CONNECT_TIMEOUT_S,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
+
+
+def pg_connect_args(url: URL) -> dict[str, int]:
+    """:data:`PG_CONNECT_ARGS` less what ``url`` sets itself."""
+    return {k: v for k, v in PG_CONNECT_ARGS.items() if k not in url.query}
 
 
 def default_url(home: Path) -> str:
@@ -85,7 +102,7 @@ class Database:
             self.engine = create_engine(
                 self.url,
                 pool_pre_ping=True,
-                connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S},
+                connect_args=pg_connect_args(self.url),
             )
             self._write_engine = self.engine
         self._reads = sessionmaker(self.engine, expire_on_commit=False)

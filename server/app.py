@@ -17,8 +17,12 @@ import asyncio
 import collections
 import dataclasses
 import logging
+import os
 import signal
 import sys
+import threading
+import time
+import traceback
 from importlib import metadata
 from typing import Any
 
@@ -60,6 +64,8 @@ READY_LINE = "osprey ready: grpc={grpc} metrics={metrics}"
 REGISTRY_HEALTH_SERVICE = "osprey.registry"
 # NOT_SERVING while audit records cannot be shipped (they wait in the spool).
 AUDIT_HEALTH_SERVICE = "osprey.audit"
+# how long threads still running after an orderly stop may hold the process
+THREADS_AT_EXIT_SECONDS = 10.0
 
 
 def open_server_database(config: ServerConfig, upgrade: bool = True) -> Database:
@@ -426,6 +432,37 @@ class OspreyServer:
             log.info("shutdown requested")
         finally:
             await self.stop()
+            exit_if_threads_hang(THREADS_AT_EXIT_SECONDS)
+
+
+def exit_if_threads_hang(seconds: float) -> None:
+    """After an orderly stop, leave at most ``seconds`` for the threads still running.
+
+    A thread blocked in a call that never returns (a database that stopped answering
+    in the middle of a query) would otherwise hold the process for ever: the event
+    loop's executor and the interpreter both join their threads at exit. Everything
+    that matters is done by now (calls drained, audit records sealed), so the process
+    logs where each such thread is and exits."""
+
+    def watchdog() -> None:
+        time.sleep(seconds)
+        me = threading.get_ident()
+        frames = sys._current_frames()
+        stuck = [t for t in threading.enumerate()
+                 if t.ident not in (me, threading.main_thread().ident) and not t.daemon]
+        if not stuck:
+            return  # the main thread is only finishing up
+        log.error("stopped, but %d thread(s) did not finish in %gs; exiting without them",
+                  len(stuck), seconds)
+        for t in stuck:
+            frame = frames.get(t.ident or -1)
+            where = "".join(traceback.format_stack(frame)[-4:]) if frame else "?\n"
+            log.error("thread %s is still in:\n%s", t.name, where.rstrip())
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(0)
+
+    threading.Thread(target=watchdog, name="osprey-exit-watchdog", daemon=True).start()
 
 
 def configure_logging(level: str, prefix: str = "") -> None:

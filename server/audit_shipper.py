@@ -40,6 +40,7 @@ from .errors import OspreyError
 log = logging.getLogger("osprey.audit")
 
 SHIP_SECONDS = 0.25
+PROGRESS_SECONDS = 1.0  # a long pass says it is alive at least this often
 LOCK_FILE = ".shipper.lock"
 STATUS_FILE = ".shipper.json"
 
@@ -117,13 +118,20 @@ class SpoolShipper:
         self.shipped = 0
         self.error = ""
 
-    def ship_once(self) -> bool:
-        """Ship what is ready; False if the database could not be reached."""
+    def ship_once(self, publishing: bool = False) -> bool:
+        """Ship what is ready; False if the database could not be reached.
+
+        ``publishing``: a long pass (a backlog after an outage) publishes its progress
+        every ``PROGRESS_SECONDS``, so the servers do not take it for a stuck one."""
+        published = time.monotonic()
         try:
             for folder in sorted(p for p in self.spool_root.iterdir() if p.is_dir()):
                 alive = process_alive(folder.name)
                 for segment in _segments(folder, (SEALED,) if alive else (SEALED, OPEN)):
                     self._ship(segment)
+                    if publishing and time.monotonic() - published >= PROGRESS_SECONDS:
+                        self.publish(True)
+                        published = time.monotonic()
                 if not alive:
                     with contextlib.suppress(OSError):  # not empty: written to meanwhile
                         folder.rmdir()
@@ -176,7 +184,7 @@ class SpoolShipper:
             reachable: bool | None = None
             while True:
                 finished = _done(parent, stopping, 0.0)
-                ok = self.ship_once()
+                ok = self.ship_once(publishing=True)
                 if ok != reachable:
                     log.log(logging.INFO if ok else logging.WARNING,
                             "audit database %s", "reachable: shipping the spool" if ok

@@ -114,6 +114,12 @@ class ShipperSidecar:
                 await asyncio.to_thread(proc.wait)
         if not self.external:
             shipper = SpoolShipper(self.audit.spool_root, self.database)
-            if await asyncio.to_thread(shipper.ship_if_free) is False:
+            try:
+                shipped = await asyncio.wait_for(asyncio.to_thread(shipper.ship_if_free),
+                                                 STOP_SECONDS)
+            except TimeoutError:
+                shipper.error = f"the database did not answer in {STOP_SECONDS:.0f}s"
+                shipped = False
+            if shipped is False:
                 log.warning("audit records left in %s (%s): the next shipper ships them",
                             self.audit.spool_root, shipper.error)

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from registry.artifacts import ChecksumMismatch
+from registry.db import pg_connect_args
 from registry.errors import RegistryUnavailable
 from registry.records import DeploymentRecord, ModelRecord, VersionRecord
 from registry.service import NOTIFY_CHANNEL, Registry
@@ -179,11 +180,16 @@ class RegistrySource:
         self._applied.pop(name, None)
 
 
+STOP_SECONDS = 5.0  # for leaving the registry's list of replicas on stop
+
+
 class PostgresWakeUp:
     """LISTEN on the deployments channel in a thread; calls ``wake`` per notification."""
 
-    def __init__(self, url: str, wake: Callable[[], None]) -> None:
+    def __init__(self, url: str, wake: Callable[[], None],
+                 connect_args: dict[str, int]) -> None:
         self.url = url
+        self.connect_args: dict[str, Any] = dict(connect_args)
         self.wake = wake
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._listen, name="osprey-registry-listen",
@@ -200,7 +206,7 @@ class PostgresWakeUp:
 
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(self.url, autocommit=True, **self.connect_args) as conn:
                     conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
                     while not self._stop.is_set():
                         for _ in conn.notifies(timeout=1.0):
@@ -242,7 +248,7 @@ class RegistryWatcher:
             def wake() -> None:
                 loop.call_soon_threadsafe(self._wake.set)
 
-            self._listener = PostgresWakeUp(url, wake)
+            self._listener = PostgresWakeUp(url, wake, pg_connect_args(db.url))
             self._listener.start()
         self._task = asyncio.get_running_loop().create_task(self._run())
 
@@ -331,6 +337,10 @@ class RegistryWatcher:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        with contextlib.suppress(OspreyError):
-            await asyncio.to_thread(self.source.registry.remove_replica, self.replica_id)
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(self.source.registry.remove_replica, self.replica_id),
+                STOP_SECONDS)
+        except (OspreyError, TimeoutError):
+            log.warning("could not remove this replica from the registry; it ages out")
 

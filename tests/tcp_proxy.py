@@ -16,6 +16,7 @@ class TcpProxy:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._open: set[socket.socket] = set()
+        self._reset: set[socket.socket] = set()  # cut: their pumps close them with RST
         self._lock = threading.Lock()
         self._cut = threading.Event()
         self._closed = threading.Event()
@@ -25,8 +26,9 @@ class TcpProxy:
         """Reset every connection and refuse new ones until ``restore``."""
         self._cut.set()
         with self._lock:
-            for s in list(self._open):
-                _reset(s)
+            for s in self._open:
+                _wake_for_reset(s)
+            self._reset.update(self._open)
             self._open.clear()
 
     def restore(self) -> None:
@@ -52,12 +54,12 @@ class TcpProxy:
             except OSError:
                 return
             if self._cut.is_set():
-                _reset(client)
+                _refuse(client)
                 continue
             try:
                 server = socket.create_connection(self.upstream, timeout=5)
             except OSError:
-                _reset(client)
+                _refuse(client)
                 continue
             server.settimeout(None)
             with self._lock:
@@ -73,18 +75,34 @@ class TcpProxy:
             pass
         finally:
             with self._lock:
-                self._open.discard(source)
-                self._open.discard(sink)
+                cut = source in self._reset or sink in self._reset
+                for s in (source, sink):
+                    self._open.discard(s)
+                    self._reset.discard(s)
             for s in (source, sink):
-                with contextlib.suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+                if not cut:  # a cut connection gets no FIN, only the RST
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
                 s.close()
 
 
-def _reset(s: socket.socket) -> None:
-    """Close with RST (SO_LINGER 0), as a network failure looks to the peer."""
-    try:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-        s.close()
-    except OSError:
-        pass
+_LINGER_0 = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # struct linger {on, 0 s}: close sends RST
+
+
+def _refuse(s: socket.socket) -> None:
+    """Close with RST, as a network failure looks to the peer."""
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+    s.close()
+
+
+def _wake_for_reset(s: socket.socket) -> None:
+    """Make the pump blocked in ``recv`` on ``s`` close it with RST.
+
+    Closing it here would not do: while a thread is blocked in ``recv`` on a socket
+    the kernel keeps it open, so a peer waiting for an answer (a query in flight)
+    would wait forever. ``shutdown(SHUT_RD)`` wakes that ``recv`` without sending
+    anything; the pump then closes the socket, and SO_LINGER 0 makes it an RST."""
+    with contextlib.suppress(OSError):
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_0)
+        s.shutdown(socket.SHUT_RD)

@@ -294,6 +294,34 @@ def test_the_follower_publishes_its_status_and_stops(db: Database, key: bytes,
     assert not thread.is_alive() and not other.is_alive()
 
 
+def test_a_long_pass_publishes_its_progress(db: Database, key: bytes, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backlog (after an outage) takes one long pass: the status file says the
+    shipper is alive and how far it got, segment by segment, not only at the end."""
+    from server import audit_shipper
+    from server.audit_shipper import SpoolShipper, read_status
+
+    spool = tmp_path / "spool"
+    for _ in range(3):  # three streams, a segment each
+        write(spool, key, [entry(1), entry(1)])
+    monkeypatch.setattr(audit_shipper, "PROGRESS_SECONDS", 0.0)
+    shipper = SpoolShipper(spool, db)
+    seen: list[int] = []
+    publish = shipper.publish
+
+    def observed(reachable: bool) -> None:
+        publish(reachable)
+        status = read_status(spool)
+        assert status is not None and status.reachable
+        seen.append(status.shipped)
+
+    monkeypatch.setattr(shipper, "publish", observed)
+    assert shipper.ship_once(publishing=True)
+    assert seen == [2, 4, 6]
+    assert SpoolShipper(spool, db).ship_once()  # a pass of the servers' own: no status
+    assert read_status(spool).shipped == 6  # type: ignore[union-attr]
+
+
 def test_an_open_segment_torn_inside_its_zero_fill_reads_its_whole_lines(
     tmp_path: Path,
 ) -> None:

@@ -51,7 +51,10 @@ class ServerProcess:
             "--metrics-port", "0",
             *args,
         ]
-        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        # faulthandler: a server that will not stop is sent SIGABRT and prints where
+        # every thread is (see ``stop``)
+        full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1",
+                    **(env or {})}
         self.proc = subprocess.Popen(
             cmd,
             cwd=REPO_ROOT,
@@ -114,15 +117,25 @@ class ServerProcess:
         return "".join(self.stderr_lines)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
-        """Send ``sig`` and wait for the exit code."""
+        """Send ``sig`` and wait for the exit code. A server still running after
+        ``timeout`` is sent SIGABRT, and the error carries the stack of each of its
+        threads (faulthandler) and the end of its log."""
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            time.sleep(0.2)  # the stderr pump's last lines
+            tail = "".join(self.stderr_lines[-200:])
+            raise AssertionError(
+                f"the server did not exit {timeout:.0f}s after signal {sig}; its log:\n{tail}"
+            ) from None
 
     def wait_exit(self, timeout: float = 60.0) -> int:
         return self.proc.wait(timeout)

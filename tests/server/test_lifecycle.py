@@ -156,6 +156,49 @@ def test_grace_seconds_bounds_the_drain(sleep_repo: Path, tmp_path: Path) -> Non
         proc.stop()
 
 
+def test_a_thread_that_never_returns_does_not_hold_the_stopped_process() -> None:
+    """After the orderly stop, a thread blocked for ever (a database that stopped
+    answering mid-query) gets THREADS_AT_EXIT_SECONDS; then the process exits, saying
+    where the thread was. Without the watchdog this process would never exit: the
+    executor's thread is joined at exit."""
+    script = (
+        "import asyncio, logging, threading, sys\n"
+        "from server.app import exit_if_threads_hang\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "def blocked_query():\n"
+        "    threading.Event().wait()\n"
+        "async def main():\n"
+        "    asyncio.get_running_loop().run_in_executor(None, blocked_query)\n"
+        "    await asyncio.sleep(0.1)\n"
+        "    exit_if_threads_hang(0.5)\n"
+        "asyncio.run(main())\n"
+    )
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - start < 15
+    assert "thread(s) did not finish in 0.5s; exiting without them" in done.stderr, done.stderr
+    assert "blocked_query" in done.stderr, done.stderr
+
+
+def test_no_watchdog_message_when_every_thread_finishes() -> None:
+    script = (
+        "import asyncio, logging, sys, time\n"
+        "from server.app import exit_if_threads_hang\n"
+        "logging.basicConfig(stream=sys.stderr)\n"
+        "async def main():\n"
+        "    await asyncio.get_running_loop().run_in_executor(None, time.sleep, 0.1)\n"
+        "    exit_if_threads_hang(0.5)\n"
+        "asyncio.run(main())\n"
+        "time.sleep(1.0)\n"  # past the watchdog's time: it must not fire on a clean exit
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "did not finish" not in done.stderr, done.stderr
+
+
 # -- ports ------------------------------------------------------------------------------
 
 
