@@ -18,9 +18,9 @@ is encoded by the ``column_json`` callback, so the bytes are the twin's in every
 case; the tests compare them.
 """
 
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
@@ -527,3 +527,139 @@ def encode(entry, str stream_id, long long seq, object column_json):
         return PyBytes_FromStringAndSize(b.data, b.size)
     finally:
         free(b.data)
+
+
+# -- split: the shipper's reading of a spool line ---------------------------------------
+
+import json as _json
+
+
+cdef inline Py_ssize_t _skip(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) noexcept:
+    while i < n and (p[i] == 32 or p[i] == 9 or p[i] == 10 or p[i] == 13):
+        i += 1
+    return i
+
+
+cdef Py_ssize_t _string_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n,
+                            bint* escaped) except -1:
+    """``p[i]`` is an opening quote: the index after the closing one."""
+    i += 1
+    while i < n:
+        if p[i] == 34:  # "
+            return i + 1
+        if p[i] == 92:  # backslash
+            escaped[0] = True
+            i += 2
+            continue
+        if p[i] < 32:
+            raise ValueError(f"audit record: control character in a string at position {i}")
+        i += 1
+    raise ValueError(f"audit record: unterminated string at position {i}")
+
+
+cdef object _string(const unsigned char* p, Py_ssize_t start, Py_ssize_t end, bint escaped):
+    """The string whose quotes are at ``start`` and ``end - 1``."""
+    if not escaped:
+        return PyUnicode_DecodeUTF8(<const char*>p + start + 1, end - start - 2, NULL)
+    try:
+        return _json.loads(PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL))
+    except ValueError as exc:
+        raise ValueError(f"audit record: bad string at position {start}: {exc}") from None
+
+
+cdef Py_ssize_t _nested_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) except -1:
+    """``p[i]`` opens an object or array: the index after the bracket that closes it."""
+    cdef int depth = 0
+    cdef bint escaped = False
+    cdef unsigned char c
+    while i < n:
+        c = p[i]
+        if c == 34:
+            i = _string_end(p, i, n, &escaped)
+            continue
+        if c == 123 or c == 91:  # { [
+            depth += 1
+        elif c == 125 or c == 93:  # } ]
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    raise ValueError(f"audit record: unterminated object or array at position {i}")
+
+
+cdef object _scalar(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
+    cdef Py_ssize_t k
+    cdef bint real = False
+    cdef bytes text = PyBytes_FromStringAndSize(<const char*>p + start, end - start)
+    if text == b"true":
+        return True
+    if text == b"false":
+        return False
+    if text == b"null":
+        return None
+    if end == start:
+        raise ValueError(f"audit record: missing value at position {start}")
+    for k in range(start, end):
+        if p[k] == 46 or p[k] == 101 or p[k] == 69:  # . e E
+            real = True
+        elif not (48 <= p[k] <= 57 or p[k] == 45 or (
+                p[k] == 43 and k > start and (p[k - 1] == 101 or p[k - 1] == 69))):
+            raise ValueError(f"audit record: bad value at position {start}")
+    try:
+        return float(text) if real else int(text)
+    except ValueError:
+        raise ValueError(f"audit record: bad number at position {start}") from None
+
+
+def split(bytes line):
+    """See ``native.audit_record_py.split``: the same values for every line."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(line)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
+    cdef Py_ssize_t i, start, end
+    cdef bint escaped
+    cdef dict out = {}
+    i = _skip(p, 0, n)
+    if i >= n or p[i] != 123:
+        raise ValueError(f"audit record: expected '{{' at position {i}")
+    i = _skip(p, i + 1, n)
+    if i < n and p[i] == 125:
+        i = _skip(p, i + 1, n)
+        if i != n:
+            raise ValueError(f"audit record: data after the object at position {i}")
+        return out
+    while True:
+        if i >= n or p[i] != 34:
+            raise ValueError(f"audit record: expected a key at position {i}")
+        escaped = False
+        end = _string_end(p, i, n, &escaped)
+        key = _string(p, i, end, escaped)
+        i = _skip(p, end, n)
+        if i >= n or p[i] != 58:  # :
+            raise ValueError(f"audit record: expected ':' at position {i}")
+        i = _skip(p, i + 1, n)
+        if i >= n:
+            raise ValueError(f"audit record: missing value at position {i}")
+        start = i
+        if p[i] == 34:
+            escaped = False
+            end = _string_end(p, i, n, &escaped)
+            out[key] = _string(p, start, end, escaped)
+        elif p[i] == 123 or p[i] == 91:
+            end = _nested_end(p, i, n)
+            out[key] = PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)
+        else:
+            end = i
+            while end < n and p[end] != 44 and p[end] != 125 and p[end] != 93 and not (
+                    p[end] == 32 or p[end] == 9 or p[end] == 10 or p[end] == 13):
+                end += 1
+            out[key] = _scalar(p, start, end)
+        i = _skip(p, end, n)
+        if i < n and p[i] == 44:  # ,
+            i = _skip(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            i = _skip(p, i + 1, n)
+            if i != n:
+                raise ValueError(f"audit record: data after the object at position {i}")
+            return out
+        raise ValueError(f"audit record: expected ',' or '}}' at position {i}")

@@ -127,3 +127,61 @@ def encode(entry: Any, stream_id: str, seq: int,
         + ',"version":' + _number(entry.version)
         + "}"
     ).encode()
+
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = " \t\n\r"
+
+
+def split(line: bytes) -> dict[str, Any]:
+    """The fields of one spool line (a JSON object): strings, numbers, booleans and
+    null as Python values; objects and arrays as their JSON text, exactly as written
+    (the shipper stores tensors as that text instead of parsing and writing them
+    again). ValueError names where a line that is not such an object goes wrong."""
+    try:
+        text = line.decode()
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"audit record: not UTF-8 at position {exc.start}") from None
+    n = len(text)
+    i = _skip(text, 0)
+    if i >= n or text[i] != "{":
+        raise ValueError(f"audit record: expected '{{' at position {i}")
+    out: dict[str, Any] = {}
+    i = _skip(text, i + 1)
+    if i < n and text[i] == "}":
+        return _end(text, i + 1, out)
+    while True:
+        if i >= n or text[i] != '"':
+            raise ValueError(f"audit record: expected a key at position {i}")
+        try:
+            key, i = json.decoder.scanstring(text, i + 1)  # type: ignore[attr-defined]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"audit record: bad key at position {i}: {exc.msg}") from None
+        i = _skip(text, i)
+        if i >= n or text[i] != ":":
+            raise ValueError(f"audit record: expected ':' at position {i}")
+        i = _skip(text, i + 1)
+        try:
+            value, end = _DECODER.raw_decode(text, i)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"audit record: bad value at position {i}: {exc.msg}") from None
+        out[key] = text[i:end] if text[i] in "{[" else value
+        i = _skip(text, end)
+        if i < n and text[i] == ",":
+            i = _skip(text, i + 1)
+            continue
+        if i < n and text[i] == "}":
+            return _end(text, i + 1, out)
+        raise ValueError(f"audit record: expected ',' or '}}' at position {i}")
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _WHITESPACE:
+        i += 1
+    return i
+
+
+def _end(text: str, i: int, out: dict[str, Any]) -> dict[str, Any]:
+    if _skip(text, i) != len(text):
+        raise ValueError(f"audit record: data after the object at position {i}")
+    return out

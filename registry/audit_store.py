@@ -75,7 +75,8 @@ _JSON_COLUMNS = {"inputs", "outputs"}
 def _rows(records: list[dict[str, Any]], columns: tuple[str, ...],
           at: Any) -> list[tuple[Any, ...]]:
     """Each record as the tuple of ``columns`` (``at`` converts the time; inputs and
-    outputs as compact JSON text), built with one getter per table, not per field."""
+    outputs as compact JSON text: kept as the shipper read them where they are text
+    already), built with one getter per table, not per field."""
     get = operator.itemgetter(*columns)
     at_index = columns.index("at")
     json_indexes = [i for i, c in enumerate(columns) if c in _JSON_COLUMNS]
@@ -85,7 +86,8 @@ def _rows(records: list[dict[str, Any]], columns: tuple[str, ...],
         row = list(get(record))
         row[at_index] = at(row[at_index])
         for i in json_indexes:
-            row[i] = dumps(row[i])
+            if not isinstance(row[i], str):
+                row[i] = dumps(row[i])
         rows.append(tuple(row))
     return rows
 

@@ -62,8 +62,11 @@ def _declared(served: ServedVersion | None) -> tuple[str | None, str | None, flo
 
 
 def audit_success(
-    request: InferenceRequest, result: InferenceResult, served: ServedVersion | None
+    request: InferenceRequest, result: InferenceResult, served: ServedVersion | None,
+    answered_ns: int,
 ) -> AuditEntry:
+    """``answered_ns``: ``time.perf_counter_ns()`` when the answer was ready (the entry
+    is built a little later, with the other records of the event-loop iteration)."""
     score, decision, threshold = _declared(served)
     caller = request.caller
     return AuditEntry(
@@ -77,7 +80,7 @@ def audit_success(
         rows=_rows(request),
         status="OK",
         error="",
-        latency_us=(time.perf_counter_ns() - request.received_ns) // 1000,
+        latency_us=(answered_ns - request.received_ns) // 1000,
         caller=caller.peer,
         principal=caller.principal,
         trace_id=caller.trace_id,

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from native.audit_record import split
 from registry import audit_store
 from registry.db import Database
 
@@ -47,7 +48,9 @@ STATUS_FILE = ".shipper.json"
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
     """The complete lines of a segment (a torn last line is left out; an open strict
-    segment ends in the zeros it was filled with ahead of the data)."""
+    segment ends in the zeros it was filled with ahead of the data). Tensors stay the
+    JSON text the writer wrote (``native.audit_record.split``); only a record's
+    outputs are parsed, and only where the version declares a score or a decision."""
     data = path.read_bytes().rstrip(b"\0")
     lines = data.split(b"\n")
     out = []
@@ -55,18 +58,37 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
         if not line:
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
+            record = split(line)
+        except ValueError:
             if i == len(lines) - 1:  # the last line, cut short by a crash
                 log.warning("%s: ignoring a torn last line (%d bytes)", path, len(line))
                 continue
             raise
-        declared = record.pop("declared", None)
+        declared = _declared(record.pop("declared", None))
         if record.get("kind") != "genesis" and "decisions" not in record:
-            score, decision, threshold = declared or (None, None, None)
-            record["decisions"] = decisions_of(record, score, decision, threshold)
+            score, decision, threshold = declared
+            outputs = json.loads(record["outputs"]) if score or decision else {}
+            record["decisions"] = decisions_of(record, score, decision, threshold, outputs)
         out.append(record)
     return out
+
+
+_DECLARED: dict[str, tuple[Any, Any, Any]] = {}
+
+
+def _declared(text: str | None) -> tuple[Any, Any, Any]:
+    """A record's ``declared`` [score, decision, threshold]: a handful of distinct
+    texts per spool, parsed once each."""
+    if text is None:
+        return None, None, None
+    value = _DECLARED.get(text)
+    if value is None:
+        parsed = json.loads(text)
+        value = (parsed[0], parsed[1], parsed[2]) if isinstance(parsed, list) else (
+            None, None, None)
+        if len(_DECLARED) < 1024:
+            _DECLARED[text] = value
+    return value
 
 
 def _segments(folder: Path, suffixes: tuple[str, ...]) -> list[Path]:

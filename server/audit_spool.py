@@ -33,6 +33,7 @@ import os
 import socket
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ import numpy as np
 from native import bytes_codec
 from native.audit_record import encode, f32_repr, iso_time
 from native.spool import SpoolWriter
-from registry.audit_chain import GENESIS_PREVIOUS, key_id, link
+from registry.audit_chain import GENESIS_PREVIOUS, Hmac, key_id, link
 
 from .errors import StoreUnavailable
 from .ids import uuid7
@@ -170,11 +171,15 @@ def serialise(
 
 
 def decisions_of(fields: dict[str, Any], score_output: str | None,
-                 decision_output: str | None, threshold: float | None) -> list[dict[str, Any]]:
+                 decision_output: str | None, threshold: float | None,
+                 outputs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """The ``audit_decisions`` rows of a record: one per row, score and decision as the
-    version declares them (none for a plain model or a failed request)."""
-    scores = _per_row(fields["outputs"].get(score_output)) if score_output else None
-    decided = _per_row(fields["outputs"].get(decision_output)) if decision_output else None
+    version declares them (none for a plain model or a failed request). ``outputs``:
+    the record's outputs parsed, where ``fields`` holds them as JSON text."""
+    if outputs is None:
+        outputs = fields["outputs"]
+    scores = _per_row(outputs.get(score_output)) if score_output else None
+    decided = _per_row(outputs.get(decision_output)) if decision_output else None
     rows = []
     for i in range(fields["rows"] if fields["status"] == "OK" else 0):
         score = scores[i] if scores is not None and i < len(scores) else None
@@ -225,6 +230,7 @@ class AuditLog:
             raise ValueError(f"audit policy {policy!r}")
         self.policy = policy
         self.key = key
+        self._hmac = Hmac(key)
         self.pii_key = pii_key or key
         self.when_full = when_full
         self.max_spool_bytes = max_spool_bytes
@@ -237,7 +243,9 @@ class AuditLog:
         self._writer = SpoolWriter(self.folder, policy == "strict", group_seconds,
                                    seal_seconds, SEGMENT_BYTES, self._wake_fd)
         self._waiting: deque[tuple[int, asyncio.Future[None]]] = deque()
-        self._kick_scheduled = False
+        self._pending: list[tuple[Callable[..., AuditEntry], tuple[Any, ...],
+                                  asyncio.Future[None] | None]] = []
+        self._flush_scheduled = False
         self._lock = threading.Lock()  # seq, chain and append order stay one
         self._seq = 0
         self._chain = GENESIS_PREVIOUS
@@ -304,10 +312,18 @@ class AuditLog:
             self._chain = link(self.key, GENESIS_PREVIOUS, self._genesis)
         self._thread.start()
 
-    def submit(self, entry: AuditEntry) -> asyncio.Future[None] | None:
-        """Encode, chain and queue ``entry``; under strict, the future that resolves
-        once it is on disk (None under relaxed: nothing to wait for). Raises SpoolFull
-        or SpoolUnwritable when no decision may be made."""
+    def submit(self, build: Callable[..., AuditEntry], *args: Any
+               ) -> asyncio.Future[None] | None:
+        """Queue the record ``build(*args)`` returns; under strict, the future that
+        resolves once it is on disk (None under relaxed: nothing to wait for). Raises
+        SpoolFull or SpoolUnwritable when no decision may be made.
+
+        The entry is built, encoded, chained and handed to the writer later in the
+        same event-loop iteration (``_flush``), with every other record queued in
+        it: one tight loop over a batch costs a fraction of the same work
+        interleaved with each request's gRPC and protobuf code (measured: 70 µs of
+        a 1-row request's CPU, against ~15 µs in isolation). ``args`` must not change
+        until then (the request and its answer: they do not)."""
         strict = self.policy == "strict"
         failure = self._writer.failure
         if failure is not None:
@@ -323,21 +339,18 @@ class AuditLog:
                     "made that could not be audited"
                 )
             strict = False
-        number = self._append(entry)
-        if not strict:
-            return None
         loop = self._loop
-        assert loop is not None
-        if not self._kick_scheduled:  # one group per loop iteration, not per record
-            self._kick_scheduled = True
-            loop.call_soon(self._kick)
-        done = loop.create_future()
-        self._waiting.append((number, done))
+        assert loop is not None, "AuditLog.start() first"
+        done = loop.create_future() if strict else None
+        self._pending.append((build, args, done))
+        if not self._flush_scheduled:  # one batch (and one group) per loop iteration
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
         return done
 
     async def record(self, entry: AuditEntry) -> None:
         """Hand ``entry`` over; under strict, return once it is on disk."""
-        done = self.submit(entry)
+        done = self.submit(_built, entry)
         if done is not None:
             await done
 
@@ -346,27 +359,54 @@ class AuditLog:
         path); dropped when the spool is full or failed."""
         if self.spool_bytes >= self.max_spool_bytes or self._writer.failure is not None:
             return
-        self._append(entry)
+        loop = self._loop
+        assert loop is not None, "AuditLog.start() first"
+        self._pending.append((_built, (entry,), None))
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Build, encode, chain and hand to the writer every queued record, in order;
+        then, if any of them is waited on, kick the writer (one group)."""
+        with self._lock:  # seq, chain and append order stay one (stop() flushes too)
+            self._flush_scheduled = False
+            pending, self._pending = self._pending, []
+            if not pending:
+                return
+            kick = False
+            for build, args, done in pending:
+                try:
+                    entry = build(*args)
+                except Exception as exc:
+                    log.exception("an audit record could not be built; its answer is "
+                                  "refused under strict")
+                    if done is not None and not done.done():
+                        # a defect, not the caller's: INTERNAL, the traceback is logged
+                        done.set_exception(RuntimeError(
+                            f"the decision could not be audited ({type(exc).__name__})"))
+                    continue
+                number = self._append(entry)
+                if done is not None:
+                    self._waiting.append((number, done))
+                    kick = True
+            if kick:
+                self._writer.kick()
 
     def _append(self, entry: AuditEntry) -> int:
-        """Encode, chain and queue one record; returns the writer's number for it."""
-        with self._lock:
-            try:  # what the chain signs, reused as the spool line
-                body = encode(entry, self.stream_id, self._seq, self._column_json)
-            except Exception:
-                log.exception("audit record of decision %s could not be serialised",
-                              entry.decision_id)
-                body = encode(_unserialisable(entry), self.stream_id, self._seq,
-                              self._column_json)
-            self._chain = hmac.digest(self.key, self._chain + body, "sha256")
-            self._seq += 1
-            return int(self._writer.append(
-                body[:-1] + b',"chain":"' + self._chain.hex().encode() + b'","declared":'
-                + _declared_json(entry) + b"}\n"))
-
-    def _kick(self) -> None:
-        self._kick_scheduled = False
-        self._writer.kick()
+        """Encode, chain and queue one record (under ``_lock``); its writer number."""
+        try:  # what the chain signs, reused as the spool line
+            body = encode(entry, self.stream_id, self._seq, self._column_json)
+        except Exception:
+            log.exception("audit record of decision %s could not be serialised",
+                          entry.decision_id)
+            body = encode(_unserialisable(entry), self.stream_id, self._seq,
+                          self._column_json)
+        self._chain = self._hmac.digest(self._chain, body)
+        self._seq += 1
+        return int(self._writer.append(
+            body[:-1] + b',"chain":"' + self._chain.hex().encode() + b'","declared":'
+            + _declared_json(entry) + b"}\n"))
 
     def _column_json(self, value: Any, personal: bool) -> bytes:
         """A tensor column the native encoder leaves to Python (BYTES, personal data)."""
@@ -396,6 +436,7 @@ class AuditLog:
     def stop(self, timeout: float = 10.0) -> None:
         """Write what is queued, seal the open segment, stop the writer thread (any
         thread); the event loop then releases what was waiting."""
+        self._flush()  # what the loop queued but has not flushed yet
         self._writer.stop()
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -424,6 +465,10 @@ def _declared_json(entry: AuditEntry) -> bytes:
         if len(_DECLARED) < 1024:
             _DECLARED[key] = text
     return text
+
+
+def _built(entry: AuditEntry) -> AuditEntry:
+    return entry
 
 
 def _unserialisable(entry: AuditEntry) -> AuditEntry:

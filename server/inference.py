@@ -191,7 +191,8 @@ class InferenceCore:
             raise
         if self.audit is not None:
             # strict: the answer waits until its record is on disk
-            durable = self.audit.submit(audit_success(request, result, served))
+            durable = self.audit.submit(audit_success, request, result, served,
+                                        time.perf_counter_ns())
             if durable is not None:
                 await durable
         if shadow is not None and self.shadow is not None:

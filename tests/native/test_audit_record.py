@@ -110,3 +110,58 @@ def test_float32_is_written_shortest_and_reads_back_the_same() -> None:
             digits), (value, text, shortest)
         checked += 1
     assert checked > 30_000
+
+
+# -- split: how the shipper reads a line back ----------------------------------------------
+
+SPLITTERS = {"kernel": _audit_record.split, "twin": audit_record_py.split}
+
+
+def _lines(tmp_path: Path, count: int) -> list[bytes]:
+    log = AuditLog(tmp_path, b"k" * 32, "relaxed", pii_key=b"p" * 32)
+    rng = np.random.default_rng(11)
+    lines = []
+    for i in range(count):
+        body = _audit_record.encode(entry(i, rng), "host:1:s", i, log._column_json)
+        lines.append(body[:-1] + b',"chain":"ab","declared":["P",null,0.5]}')
+    return lines
+
+
+@pytest.mark.parametrize("name", sorted(SPLITTERS))
+def test_split_gives_scalars_as_values_and_tensors_as_their_exact_text(
+    name: str, tmp_path: Path
+) -> None:
+    for line in _lines(tmp_path, 60):
+        parsed = json.loads(line)
+        fields = SPLITTERS[name](line)
+        assert fields.keys() == parsed.keys()
+        for key, value in fields.items():
+            if isinstance(parsed[key], dict | list):
+                assert isinstance(value, str)
+                assert value.encode() in line  # the very text written, not a re-encoding
+                assert json.loads(value) == json.loads(json.dumps(parsed[key]))
+            else:
+                assert value == parsed[key] and type(value) is type(parsed[key]), key
+
+
+def test_split_kernel_and_twin_agree_on_odd_but_valid_lines() -> None:
+    lines = [b"{}", b' { "a" : [ 1 , {"x": "]}"} ] , "b":-0.5E+3 ,"c":false } ',
+             b'{"k\\u00e9y":"v\\"\\\\\\n","n":null,"t":true,"i":-12,"f":1e-7,"s":"\xc3\xa9"}',
+             b'{"o":{},"l":[],"z":0}']
+    for line in lines:
+        assert _audit_record.split(line) == audit_record_py.split(line) == {
+            k: v if not isinstance(v, dict | list) else _audit_record.split(line)[k]
+            for k, v in json.loads(line).items()}
+
+
+@pytest.mark.parametrize("name", sorted(SPLITTERS))
+def test_split_refuses_every_torn_line_and_bad_values(name: str, tmp_path: Path) -> None:
+    split = SPLITTERS[name]
+    line = _lines(tmp_path, 1)[0]
+    for cut in range(len(line)):  # a crash can leave any prefix
+        with pytest.raises(ValueError, match="audit record"):
+            split(line[:cut])
+    for bad in (b'{"a":}', b'{"a":1,}', b'{"a" 1}', b'{"a":1}x', b'{"a":+1}', b'{"a":tru}',
+                b'[1]', b'{"a":"x\x01"}', b'{"a":1 "b":2}', b'{a:1}'):
+        with pytest.raises(ValueError, match="audit record"):
+            split(bad)
