@@ -1,8 +1,10 @@
-"""Audit entries built on the request path: references, never copies or encodings.
+"""Audit entries: references to a request and its answer, never copies or encodings.
 
-The writer thread (``server.audit_spool``) turns them into JSON later. Inputs are
-the request's tensors as they arrived (BYTES columns of a feature-spec version as
-their raw KServe buffer and element count); outputs are the answer's arrays.
+A failure's entry is built on the request path; a success's once per event-loop
+iteration with the others (``AuditLog.submit``), and ``server.audit_spool`` turns
+each into its JSON line. Inputs are the request's tensors as they arrived (BYTES
+columns of a feature-spec version as their raw KServe buffer and element count);
+outputs are the answer's arrays.
 """
 
 from __future__ import annotations

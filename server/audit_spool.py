@@ -1,9 +1,12 @@
 """The audit log's write path: record encoding, the chain, the native spool writer.
 
-The request path builds an ``AuditEntry`` (references to the request and its
-answer) and ``AuditLog.record`` encodes it (``native.audit_record``: the canonical
-JSON the chain signs, ``registry.audit_chain``), chains it (HMAC-SHA256) and copies
-the line into the spool writer's buffer (``native.spool``). The writer thread never
+The request path only queues what its record is built from (``AuditLog.submit``:
+the request, its answer and the time it was ready). Once per event-loop iteration
+``AuditLog._flush`` takes every queued record in order, builds its ``AuditEntry``,
+encodes it (``native.audit_record``: the canonical JSON the chain signs,
+``registry.audit_chain``), chains it (HMAC-SHA256) and copies the line into the
+spool writer's buffer (``native.spool``): one tight loop over the iteration's
+records instead of the same work spread over each request. The writer thread never
 takes the GIL: it writes each group to the open segment and, under ``strict``,
 fsyncs it before the records count as durable; an eventfd tells the event loop,
 which then releases the waiting responses (group commit: one fsync per group,
@@ -377,24 +380,34 @@ class AuditLog:
             kick = False
             for build, args, done in pending:
                 try:
-                    entry = build(*args)
-                except Exception as exc:
-                    log.exception("an audit record could not be built; its answer is "
-                                  "refused under strict")
-                    if done is not None and not done.done():
-                        # a defect, not the caller's: INTERNAL, the traceback is logged
-                        done.set_exception(RuntimeError(
+                    number = self._append(build(*args))
+                except Exception as exc:  # a defect (or no memory), never the caller's
+                    log.exception("an audit record could not be built or queued; its "
+                                  "answer is refused under strict, lost under relaxed")
+                    if done is not None:
+                        self._refuse(done, RuntimeError(
                             f"the decision could not be audited ({type(exc).__name__})"))
                     continue
-                number = self._append(entry)
                 if done is not None:
                     self._waiting.append((number, done))
                     kick = True
             if kick:
                 self._writer.kick()
 
+    def _refuse(self, done: asyncio.Future[None], error: Exception) -> None:
+        """Fail a waiting answer (INTERNAL: the traceback is logged); from any thread
+        (``stop`` flushes from the one it runs in)."""
+        def fail() -> None:
+            if not done.done():
+                done.set_exception(error)
+
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(fail)
+
     def _append(self, entry: AuditEntry) -> int:
-        """Encode, chain and queue one record (under ``_lock``); its writer number."""
+        """Encode, chain and queue one record (under ``_lock``); its writer number. The
+        chain moves on only once the writer holds the record: one that could not be
+        queued leaves no gap in the stream."""
         try:  # what the chain signs, reused as the spool line
             body = encode(entry, self.stream_id, self._seq, self._column_json)
         except Exception:
@@ -402,11 +415,13 @@ class AuditLog:
                           entry.decision_id)
             body = encode(_unserialisable(entry), self.stream_id, self._seq,
                           self._column_json)
-        self._chain = self._hmac.digest(self._chain, body)
-        self._seq += 1
-        return int(self._writer.append(
-            body[:-1] + b',"chain":"' + self._chain.hex().encode() + b'","declared":'
+        chain = self._hmac.digest(self._chain, body)
+        number = int(self._writer.append(
+            body[:-1] + b',"chain":"' + chain.hex().encode() + b'","declared":'
             + _declared_json(entry) + b"}\n"))
+        self._chain = chain
+        self._seq += 1
+        return number
 
     def _column_json(self, value: Any, personal: bool) -> bytes:
         """A tensor column the native encoder leaves to Python (BYTES, personal data)."""

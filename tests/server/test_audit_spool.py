@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -54,3 +56,64 @@ def test_decisions_follow_the_declared_score_and_threshold() -> None:
     assert decisions_of({**fields, "status": "INTERNAL"}, "score", None, 0.5) == []
     plain = decisions_of(fields, None, None, None)  # a plain model: rows, no score
     assert [(r["score"], r["decision"]) for r in plain] == [(None, None)] * 3
+
+
+# -- the write path: records queued by requests, flushed once per loop iteration -----------
+
+
+def _spooled(folder: Path) -> list[dict[str, object]]:
+    from server.audit_shipper import read_segment
+
+    return [r for p in sorted(folder.iterdir()) for r in read_segment(p)]
+
+
+def test_a_record_that_cannot_be_built_refuses_its_answer_and_leaves_no_gap(
+    tmp_path: Path,
+) -> None:
+    """Strict: the answer whose record failed to build is refused (INTERNAL, a defect);
+    the records around it are written, and the chain goes on without a hole."""
+    from server.audit_spool import AuditLog
+
+    def broken() -> AuditEntry:
+        raise KeyError("a defect")
+
+    async def run() -> list[BaseException | None]:
+        log = AuditLog(tmp_path, b"k" * 32, "strict", seal_seconds=0.05)
+        log.start()
+        waits = [log.submit(lambda: _entry(decision_id="a")), log.submit(broken),
+                 log.submit(lambda: _entry(decision_id="c"))]
+        outcomes = await asyncio.gather(*(w for w in waits if w is not None),
+                                        return_exceptions=True)
+        await asyncio.to_thread(log.stop)
+        return list(outcomes)
+
+    outcomes = asyncio.run(run())
+    assert outcomes[0] is None and outcomes[2] is None
+    assert isinstance(outcomes[1], RuntimeError) and "KeyError" in str(outcomes[1])
+    records = [r for r in _spooled(next(tmp_path.iterdir())) if r.get("kind") != "genesis"]
+    assert [(r["decision_id"], r["seq"]) for r in records] == [("a", 1), ("c", 2)]
+
+
+def test_stop_writes_what_was_queued_but_not_yet_flushed(tmp_path: Path) -> None:
+    from server.audit_spool import AuditLog
+
+    async def run() -> None:
+        log = AuditLog(tmp_path, b"k" * 32, "relaxed", seal_seconds=0.05)
+        log.start()
+        for i in range(5):
+            assert log.submit(lambda i=i: _entry(decision_id=f"d{i}")) is None
+        log.stop()  # before the loop ran the flush it scheduled
+
+    asyncio.run(run())
+    records = [r for r in _spooled(next(tmp_path.iterdir())) if r.get("kind") != "genesis"]
+    assert [r["decision_id"] for r in records] == [f"d{i}" for i in range(5)]
+
+
+def test_latency_is_taken_when_the_answer_was_ready_not_when_the_entry_is_built() -> None:
+    from server.audit_entries import audit_success
+    from server.inference import InferenceRequest, InferenceResult
+
+    request = InferenceRequest("m", "", "r1", (), (), received_ns=1_000_000)
+    result = InferenceResult("m", "1", "r1", "d", ())
+    entry = audit_success(request, result, None, answered_ns=4_500_000)
+    assert entry.latency_us == 3_500
