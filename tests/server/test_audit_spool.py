@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from native.feature_fit import encode_bytes
 from server.audit_spool import AuditEntry, decisions_of, serialise
@@ -117,3 +118,26 @@ def test_latency_is_taken_when_the_answer_was_ready_not_when_the_entry_is_built(
     result = InferenceResult("m", "1", "r1", "d", ())
     entry = audit_success(request, result, None, answered_ns=4_500_000)
     assert entry.latency_us == 3_500
+
+
+def test_a_waited_on_record_does_not_wait_for_a_relaxed_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shadow record (nobody waits) schedules a batch for later; a strict answer
+    queued after it is flushed at the end of the iteration, and takes the shadow
+    record with it, in order."""
+    from server import audit_spool
+    from server.audit_spool import AuditLog
+
+    monkeypatch.setattr(audit_spool, "BATCH_SECONDS", 3600.0)
+
+    async def run() -> None:
+        log = AuditLog(tmp_path, b"k" * 32, "strict", seal_seconds=0.05)
+        log.start()
+        log.record_nowait(_entry(decision_id="shadow", route="shadow"))
+        await asyncio.wait_for(log.record(_entry(decision_id="answer")), 10)
+        await asyncio.to_thread(log.stop)
+
+    asyncio.run(run())
+    records = [r for r in _spooled(next(tmp_path.iterdir())) if r.get("kind") != "genesis"]
+    assert [r["decision_id"] for r in records] == ["shadow", "answer"]
