@@ -32,11 +32,14 @@ class BenchServer:
         prefix: list[str],
         log_level: str,
         extra_args: Sequence[str] = (),
+        command: Sequence[str] | None = None,
     ) -> None:
+        """``command``: another server to run instead of ``osprey serve`` (the floor of
+        ``bench.floor``), which must print the same ready line."""
         self.workdir = workdir
         self.stdout_path = workdir / "server.stdout"
         self.stderr_path = workdir / "server.stderr"
-        self.command = [
+        self.command = [*prefix, *command] if command is not None else [
             *prefix,
             sys.executable, "-m", "server", "serve",
             "--home", str(workdir / "home"),

@@ -1,0 +1,42 @@
+"""``python -m bench.compare --smoke`` runs in the suite, so the harness cannot rot: the
+floor, raw ONNX Runtime and Osprey (audit relaxed and strict) each answer, and
+correctly (Osprey's answers against ORT, the floor's shape and echoed id)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.floor import OutputSpec, parse_output
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_compare_smoke(tmp_path: Path) -> None:
+    output = tmp_path / "compare.json"
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.compare", "--smoke", "--output", str(output)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    data = json.loads(output.read_text())
+    assert data["problems"] == []
+    assert {c["system"] for c in data["cells"]} == {"floor", "osprey-relaxed", "osprey-strict"}
+    for cell in data["cells"]:
+        assert cell["requests_per_s"] > 0 and cell["errors"] == 0 and cell["wrong"] == 0
+        assert cell["server_cpu_us_per_request"] > 0
+        if cell["system"] != "floor":
+            assert cell["checked"] > 0  # every Osprey answer compared with ORT
+    assert set(data["summary"]["raw_ort_us_per_call"]) == {"1", "256"}
+    assert any("server CPU per request, 1 row(s) c=64" in v for v in data["summary"]["verdicts"])
+
+
+def test_floor_output_specs_are_checked() -> None:
+    assert parse_output("PROBABILITY:FP32:1") == OutputSpec("PROBABILITY", "FP32", 1)
+    for bad in ("PROBABILITY", "P:FP32", "P:FLOAT:1", "P:FP32:0", "P:FP32:x"):
+        with pytest.raises(Exception, match="NAME:DATATYPE:WIDTH|DATATYPE one of"):
+            parse_output(bad)
