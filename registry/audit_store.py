@@ -92,37 +92,53 @@ def _rows(records: list[dict[str, Any]], columns: tuple[str, ...],
     return rows
 
 
+def _decision_rows(requests: list[dict[str, Any]], at: Any) -> list[tuple[Any, ...]]:
+    """The ``audit_decisions`` rows (DECISION_COLUMNS) of the requests' ``decided``
+    (row index, score, decision) triples; what a request's rows share is read, and its
+    time converted, once per request."""
+    rows: list[tuple[Any, ...]] = []
+    for r in requests:
+        decided = r.get("decided")
+        if decided:
+            did, route, when = r["decision_id"], r["route"], at(r["at"])
+            model, version, status = r["model"], r["version"], r["status"]
+            rows.extend([(did, i, route, when, model, version, status, score, decision)
+                         for i, score, decision in decided])
+    return rows
+
+
 def _bulk_insert(session: Session, requests: list[dict[str, Any]]) -> None:
     """Requests and their decision rows, skipping any already there: ``executemany`` on
     the raw SQLite connection, ``COPY`` into a temporary table then one ``INSERT … ON
     CONFLICT DO NOTHING`` on PostgreSQL (no per-row SQLAlchemy work)."""
-    decisions = [d for r in requests for d in r.get("decisions", ())]
     raw = session.connection().connection.driver_connection
     assert raw is not None
     if session.get_bind().dialect.name == "postgresql":
         with raw.cursor() as cur:
-            for table, columns, records in (("audit_requests", REQUEST_COLUMNS, requests),
-                                            ("audit_decisions", DECISION_COLUMNS, decisions)):
-                if not records:
+            for table, columns, rows in (
+                ("audit_requests", REQUEST_COLUMNS, _rows(requests, REQUEST_COLUMNS, _time)),
+                ("audit_decisions", DECISION_COLUMNS, _decision_rows(requests, _time)),
+            ):
+                if not rows:
                     continue
                 staging = f"{table}_incoming"
                 cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} "
                             f"(LIKE {table}) ON COMMIT DELETE ROWS")
                 names = ", ".join(columns)
                 with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
-                    for row in _rows(records, columns, _time):
+                    for row in rows:
                         copy.write_row(row)
                 cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
                             "ON CONFLICT DO NOTHING")
         return
-    sqlite_time = _sqlite_time
-    for table, columns, records in (("audit_requests", REQUEST_COLUMNS, requests),
-                                    ("audit_decisions", DECISION_COLUMNS, decisions)):
-        if records:
+    for table, columns, rows in (
+        ("audit_requests", REQUEST_COLUMNS, _rows(requests, REQUEST_COLUMNS, _sqlite_time)),
+        ("audit_decisions", DECISION_COLUMNS, _decision_rows(requests, _sqlite_time)),
+    ):
+        if rows:
             marks = ", ".join("?" * len(columns))
             raw.executemany(
-                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})",
-                _rows(records, columns, sqlite_time))
+                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
 
 def _sqlite_time(text: str) -> str:

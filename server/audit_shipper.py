@@ -35,7 +35,7 @@ from native.audit_record import split
 from registry import audit_store
 from registry.db import Database
 
-from .audit_spool import OPEN, SEALED, decisions_of
+from .audit_spool import OPEN, SEALED, decided_rows
 from .errors import OspreyError
 
 log = logging.getLogger("osprey.audit")
@@ -48,7 +48,8 @@ STATUS_FILE = ".shipper.json"
 
 def read_segment(path: Path) -> list[dict[str, Any]]:
     """The complete lines of a segment (a torn last line is left out; an open strict
-    segment ends in the zeros it was filled with ahead of the data). Tensors stay the
+    segment ends in the zeros it was filled with ahead of the data), each request's
+decided rows under ``"decided"`` as (row index, score, decision). Tensors stay the
     JSON text the writer wrote (``native.audit_record.split``); only a record's
     outputs are parsed, and only where the version declares a score or a decision."""
     data = path.read_bytes().rstrip(b"\0")
@@ -65,10 +66,11 @@ def read_segment(path: Path) -> list[dict[str, Any]]:
                 continue
             raise
         declared = _declared(record.pop("declared", None))
-        if record.get("kind") != "genesis" and "decisions" not in record:
+        if record.get("kind") != "genesis":
             score, decision, threshold = declared
             outputs = json.loads(record["outputs"]) if score or decision else {}
-            record["decisions"] = decisions_of(record, score, decision, threshold, outputs)
+            record["decided"] = decided_rows(record["rows"], record["status"], outputs,
+                                             score, decision, threshold)
         out.append(record)
     return out
 

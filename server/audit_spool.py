@@ -178,31 +178,42 @@ def serialise(
     }
 
 
-def decisions_of(fields: dict[str, Any], score_output: str | None,
-                 decision_output: str | None, threshold: float | None,
-                 outputs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """The ``audit_decisions`` rows of a record: one per row, score and decision as the
-    version declares them (none for a plain model or a failed request). ``outputs``:
-    the record's outputs parsed, where ``fields`` holds them as JSON text."""
-    if outputs is None:
-        outputs = fields["outputs"]
+def decided_rows(rows: int, status: str, outputs: dict[str, Any],
+                 score_output: str | None, decision_output: str | None,
+                 threshold: float | None) -> list[tuple[int, float | None, str | None]]:
+    """(row index, score, decision) of each decided row of a record: one per row, score
+    and decision as the version declares them (none for a plain model; no rows for a
+    failed request). What the shipper turns into ``audit_decisions`` rows."""
+    if status != "OK":
+        return []
     scores = _per_row(outputs.get(score_output)) if score_output else None
     decided = _per_row(outputs.get(decision_output)) if decision_output else None
-    rows = []
-    for i in range(fields["rows"] if fields["status"] == "OK" else 0):
+    if scores is None and decided is None:
+        return [(i, None, None) for i in range(rows)]
+    out: list[tuple[int, float | None, str | None]] = []
+    for i in range(rows):
         score = scores[i] if scores is not None and i < len(scores) else None
         decision = decided[i] if decided is not None and i < len(decided) else None
         if decision is None and threshold is not None and isinstance(score, int | float):
             decision = score >= threshold
-        rows.append({
-            "decision_id": fields["decision_id"], "row_index": i, "at": fields["at"],
-            "model": fields["model"], "version": fields["version"], "route": fields["route"],
-            "status": fields["status"],
-            "score": float(score) if isinstance(score, int | float) else None,
-            "decision": None if decision is None else str(decision).lower()
+        out.append((
+            i,
+            float(score) if isinstance(score, int | float) else None,
+            None if decision is None else str(decision).lower()
             if isinstance(decision, bool) else str(decision),
-        })
-    return rows
+        ))
+    return out
+
+
+def decisions_of(fields: dict[str, Any], score_output: str | None,
+                 decision_output: str | None, threshold: float | None) -> list[dict[str, Any]]:
+    """The ``audit_decisions`` rows of a serialised record, as dicts."""
+    return [{"decision_id": fields["decision_id"], "row_index": i, "at": fields["at"],
+             "model": fields["model"], "version": fields["version"], "route": fields["route"],
+             "status": fields["status"], "score": score, "decision": decision}
+            for i, score, decision in decided_rows(
+                fields["rows"], fields["status"], fields["outputs"], score_output,
+                decision_output, threshold)]
 
 
 def _per_row(column: Any) -> list[Any] | None:

@@ -4,6 +4,7 @@ correctly (Osprey's answers against ORT, the floor's shape and echoed id)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -38,5 +39,5 @@ def test_compare_smoke(tmp_path: Path) -> None:
 def test_floor_output_specs_are_checked() -> None:
     assert parse_output("PROBABILITY:FP32:1") == OutputSpec("PROBABILITY", "FP32", 1)
     for bad in ("PROBABILITY", "P:FP32", "P:FLOAT:1", "P:FP32:0", "P:FP32:x"):
-        with pytest.raises(Exception, match="NAME:DATATYPE:WIDTH|DATATYPE one of"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r"NAME:DATATYPE:WIDTH|DATATYPE one"):
             parse_output(bad)
