@@ -12,8 +12,9 @@ other:
   request's id: what Python and grpcio cost here, nothing else;
 * **raw ORT**: ``session.run`` back to back in this process, at 1 and 256 rows: the
   model's own cost;
-* **Osprey** with ``--audit relaxed`` (what the targets are stated for) and with
-  ``--audit strict`` (the default), batching as ``bench/models.py`` configures it.
+* **Osprey** with ``--audit relaxed`` (what the targets are stated for), with
+  ``--audit strict`` (the default) and with ``--audit off`` (how much of the gap is
+  the audit log's), batching as ``bench/models.py`` configures it.
 
 Scenarios: 1-row unary requests at concurrency 1 (latency) and 64 (saturation),
 256-row unary requests at concurrency 8. Each number is the median of the rounds,
@@ -54,7 +55,7 @@ from .server_process import BenchServer, ServerFailed
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SCENARIOS = (Scenario("unary", 1, 1), Scenario("unary", 1, 64), Scenario("unary", 256, 8))
-SYSTEMS = ("floor", "osprey-relaxed", "osprey-strict")
+SYSTEMS = ("floor", "osprey-off", "osprey-relaxed", "osprey-strict")
 TARGETS = {(1, 64): 1.18, (256, 8): 1.5}  # Osprey / floor server CPU per request
 LATENCY_SLACK_MS = 0.3  # at c=1: Osprey's p50 <= the floor's + this
 

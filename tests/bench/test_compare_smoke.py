@@ -1,5 +1,5 @@
 """``python -m bench.compare --smoke`` runs in the suite, so the harness cannot rot: the
-floor, raw ONNX Runtime and Osprey (audit relaxed and strict) each answer, and
+floor, raw ONNX Runtime and Osprey (audit off, relaxed and strict) each answer, and
 correctly (Osprey's answers against ORT, the floor's shape and echoed id)."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def test_compare_smoke(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     data = json.loads(output.read_text())
     assert data["problems"] == []
-    assert {c["system"] for c in data["cells"]} == {"floor", "osprey-relaxed", "osprey-strict"}
+    assert {c["system"] for c in data["cells"]} == {
+        "floor", "osprey-off", "osprey-relaxed", "osprey-strict"}
     for cell in data["cells"]:
         assert cell["requests_per_s"] > 0 and cell["errors"] == 0 and cell["wrong"] == 0
         assert cell["server_cpu_us_per_request"] > 0
