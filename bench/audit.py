@@ -42,13 +42,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import tritonclient.grpc.aio as aioclient
 
-from .loadgen import LoadResult, Scenario, build_payload
+from .loadgen import LoadResult, Scenario, reference_payload
 from .loadgen import run_scenario as drive
 from .machine import choose_placement, machine_info, pin_this_process, system_cpu_seconds
-from .models import mlp_model, serving_config
+from .models import write_decided_mlp
 from .reference import OrtReference
 from .server_process import BenchServer, ServerFailed
 
@@ -278,14 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spool disk fsync after a 1 KiB append: p50 {p50:.3f} ms, p99 {p99:.3f} ms",
               flush=True)
         repo = root / "models"
-        (repo / "mlp" / "1").mkdir(parents=True)
-        onnx.save(mlp_model(), str(repo / "mlp" / "1" / "model.onnx"))
-        config = {**serving_config(1024), "score_output": "PROBABILITY",
-                  "decision": {"threshold": 0.5}}
-        (repo / "mlp" / "config.json").write_text(json.dumps(config))
-        ref = OrtReference(repo / "mlp" / "1" / "model.onnx")
-        batches = ref.make_batches(1, 16, seed=1)
-        payload = build_payload(batches, [ref.run(b) for b in batches])
+        payload = reference_payload(OrtReference(write_decided_mlp(repo)), rows=1)
         servers = {}
         try:
             for mode in MODES:

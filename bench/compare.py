@@ -42,14 +42,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 
-from .loadgen import LoadResult, Payload, Scenario, build_payload
+from .loadgen import LoadResult, Payload, Scenario, reference_payload
 from .loadgen import run_scenario as drive
 from .machine import choose_placement, machine_info, pin_this_process, system_cpu_seconds
-from .models import mlp_model, serving_config
+from .models import write_decided_mlp
 from .reference import OrtReference
 from .server_process import BenchServer, ServerFailed
 
@@ -220,17 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="osprey-compare-") as tmp:
         root = Path(tmp)
         repo = root / "models"
-        (repo / "mlp" / "1").mkdir(parents=True)
-        onnx.save(mlp_model(), str(repo / "mlp" / "1" / "model.onnx"))
-        config = {**serving_config(1024), "score_output": "PROBABILITY",
-                  "decision": {"threshold": 0.5}}
-        (repo / "mlp" / "config.json").write_text(json.dumps(config))
-        ref = OrtReference(repo / "mlp" / "1" / "model.onnx")
-        batches = {rows: ref.make_batches(rows, 16, seed=rows) for rows in (1, 256)}
-        payloads = {rows: build_payload(b, [ref.run(x) for x in b])
-                    for rows, b in batches.items()}
-        ort = {rows: ref.measure(b[0], args.seconds, args.warmup).latency.p50_ms * 1000
-               for rows, b in batches.items()}
+        ref = OrtReference(write_decided_mlp(repo))
+        payloads = {rows: reference_payload(ref, rows) for rows in (1, 256)}
+        ort = {rows: ref.measure(ref.make_batches(rows, 1, seed=rows)[0], args.seconds,
+                                 args.warmup).latency.p50_ms * 1000 for rows in payloads}
         servers: dict[str, BenchServer] = {}
         try:
             servers = start_servers(repo, root, placement.server_prefix())

@@ -32,7 +32,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as aioclient
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 
-from .reference import Batch
+from .reference import Batch, OrtReference
 from .stats import LatencySummary, summarize
 
 Api = Literal["unary", "stream"]
@@ -77,6 +77,14 @@ def build_payload(batches: list[Batch], expected: list[Batch]) -> Payload:
         requests.append(inputs)
     rows = next(iter(batches[0].values())).shape[0]
     return Payload(rows=rows, inputs=requests, expected=expected)
+
+
+def reference_payload(ref: OrtReference, rows: int, count: int = 16,
+                      seed: int | None = None) -> Payload:
+    """``count`` distinct requests of ``rows`` rows for ``ref``'s model, each with the
+    answer ORT gives it in process (what the load generator checks answers against)."""
+    batches = ref.make_batches(rows, count, seed=rows if seed is None else seed)
+    return build_payload(batches, [ref.run(b) for b in batches])
 
 
 @dataclass(frozen=True)

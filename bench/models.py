@@ -67,6 +67,19 @@ def mlp_model(features: int = 30, hidden: int = 64, seed: int = 0) -> onnx.Model
     return model
 
 
+def write_decided_mlp(repo: Path) -> Path:
+    """The MLP as model ``mlp`` of ``repo``, with a declared score (PROBABILITY) and
+    decision (>= 0.5), so that the audit log records a decision per row: what the audit
+    and comparison benchmarks serve. Returns the ONNX file."""
+    onnx_path = repo / MLP_NAME / "1" / "model.onnx"
+    onnx_path.parent.mkdir(parents=True)
+    onnx.save(mlp_model(), str(onnx_path))
+    config = {**serving_config(1024), "score_output": "PROBABILITY",
+              "decision": {"threshold": 0.5}}
+    (repo / MLP_NAME / "config.json").write_text(json.dumps(config))
+    return onnx_path
+
+
 @dataclass(frozen=True)
 class BenchModel:
     """One model of the benchmark repository: its served name and ONNX file."""

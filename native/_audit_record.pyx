@@ -611,6 +611,14 @@ cdef object _scalar(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
         raise ValueError(f"audit record: bad number at position {start}") from None
 
 
+cdef dict _closed(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, dict out):
+    """``p[i]`` closes the object: ``out``, if nothing but whitespace follows."""
+    i = _skip(p, i + 1, n)
+    if i != n:
+        raise ValueError(f"audit record: data after the object at position {i}")
+    return out
+
+
 def split(bytes line):
     """See ``native.audit_record_py.split``: the same values for every line."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(line)
@@ -623,10 +631,7 @@ def split(bytes line):
         raise ValueError(f"audit record: expected '{{' at position {i}")
     i = _skip(p, i + 1, n)
     if i < n and p[i] == 125:
-        i = _skip(p, i + 1, n)
-        if i != n:
-            raise ValueError(f"audit record: data after the object at position {i}")
-        return out
+        return _closed(p, i, n, out)
     while True:
         if i >= n or p[i] != 34:
             raise ValueError(f"audit record: expected a key at position {i}")
@@ -658,8 +663,5 @@ def split(bytes line):
             i = _skip(p, i + 1, n)
             continue
         if i < n and p[i] == 125:
-            i = _skip(p, i + 1, n)
-            if i != n:
-                raise ValueError(f"audit record: data after the object at position {i}")
-            return out
+            return _closed(p, i, n, out)
         raise ValueError(f"audit record: expected ',' or '}}' at position {i}")

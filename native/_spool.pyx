@@ -24,7 +24,7 @@ from libc.errno cimport EINTR, errno
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memcpy, strerror
-from posix.fcntl cimport O_APPEND, O_CREAT, O_RDONLY, O_WRONLY
+from posix.fcntl cimport O_CREAT, O_RDONLY, O_WRONLY
 from posix.fcntl cimport open as c_open
 from posix.time cimport timespec
 from posix.unistd cimport close, fsync, ftruncate, pwrite, write
@@ -70,20 +70,6 @@ cdef int64_t _now_ns() noexcept nogil:
     cdef timespec t
     clock_gettime(CLOCK_MONOTONIC, &t)
     return <int64_t>t.tv_sec * 1000000000 + t.tv_nsec
-
-
-cdef int _write_all(int fd, const char* data, size_t size) noexcept nogil:
-    """0, or the errno of a failed write (short writes are continued)."""
-    cdef ssize_t n
-    while size > 0:
-        n = write(fd, data, size)
-        if n < 0:
-            if errno == EINTR:
-                continue
-            return errno
-        data += n
-        size -= <size_t>n
-    return 0
 
 
 cdef int _pwrite_all(int fd, const char* data, size_t size, int64_t offset) noexcept nogil:
@@ -321,22 +307,18 @@ cdef class SpoolWriter:
             self._segment_no += 1
             snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
                      <long long>self._segment_no)
-            self._fd = c_open(self._open_path, O_WRONLY | O_CREAT | (0 if self._strict
-                                                                      else O_APPEND), 0o644)
+            self._fd = c_open(self._open_path, O_WRONLY | O_CREAT, 0o644)
             if self._fd < 0:
                 self._failure = errno
                 return
             self._segment_bytes = 0
             self._zeroed = 0
             self._segment_opened = _now_ns()
-        if self._strict:
-            err = self._zero_ahead(self._segment_bytes + <int64_t>size)
-            if err == 0:
-                err = _pwrite_all(self._fd, self._writing, size, self._segment_bytes)
-            if err == 0 and fdatasync(self._fd) != 0:
-                err = errno
-        else:
-            err = _write_all(self._fd, self._writing, size)
+        err = self._zero_ahead(self._segment_bytes + <int64_t>size) if self._strict else 0
+        if err == 0:
+            err = _pwrite_all(self._fd, self._writing, size, self._segment_bytes)
+        if err == 0 and self._strict and fdatasync(self._fd) != 0:
+            err = errno
         if err != 0:
             self._failure = err
             return

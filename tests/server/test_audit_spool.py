@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from native.feature_fit import encode_bytes
-from server.audit_spool import AuditEntry, decisions_of, serialise
+from server.audit_spool import AuditEntry, decided_rows, serialise
 
 CARDS = [b"4111111111111111", b"5500005555555559", b"4111111111111111"]
 
@@ -51,12 +51,12 @@ def test_numeric_personal_columns_are_hashed_too() -> None:
 
 def test_decisions_follow_the_declared_score_and_threshold() -> None:
     fields = serialise(_entry(personal=frozenset()), "s", 1)
-    rows = decisions_of(fields, "score", None, 0.5)
-    assert [(r["row_index"], r["decision"]) for r in rows] == [
-        (0, "false"), (1, "true"), (2, "true")]
-    assert decisions_of({**fields, "status": "INTERNAL"}, "score", None, 0.5) == []
-    plain = decisions_of(fields, None, None, None)  # a plain model: rows, no score
-    assert [(r["score"], r["decision"]) for r in plain] == [(None, None)] * 3
+    outputs = fields["outputs"]
+    assert decided_rows(3, "OK", outputs, "score", None, 0.5) == [
+        (0, 0.1, "false"), (1, 0.9, "true"), (2, 0.5, "true")]
+    assert decided_rows(3, "INTERNAL", outputs, "score", None, 0.5) == []
+    plain = decided_rows(3, "OK", outputs, None, None, None)  # a plain model: rows, no score
+    assert plain == [(0, None, None), (1, None, None), (2, None, None)]
 
 
 # -- the write path: records queued by requests, flushed once per loop iteration -----------
