@@ -27,7 +27,7 @@ def serving_config(max_queue_size: int) -> dict[str, Any]:
     """The ``config.json`` every benchmarked model gets (see server/model_config.py)."""
     return {
         "max_batch_size": 1024,
-        "max_queue_delay_us": 100,
+        "max_queue_delay_us": 0,
         "max_queue_size": max_queue_size,
         "max_request_rows": 1 << 20,
         "instance_count": 1,

@@ -4,7 +4,7 @@ Example (every key optional; these are the defaults except the last two)::
 
     {
       "max_batch_size": 256,          # rows per execution; 0 = the model does not batch
-      "max_queue_delay_us": 100,      # wait this long only while a batch is short of rows
+      "max_queue_delay_us": 0,        # wait this long only while a batch is short of rows
       "max_queue_size": 1024,         # queued requests before UNAVAILABLE "queue full"
       "max_request_rows": 1048576,    # larger requests are split up to this cap
       "instance_count": 1,            # ONNX Runtime sessions (and threads) per version
@@ -71,7 +71,10 @@ class ModelSettings:
     """Validated settings of one model (all its versions)."""
 
     max_batch_size: int = 256
-    max_queue_delay_us: int = 100
+    # Triton's default: a batch is what is queued when an instance frees up (under load
+    # requests queue while one executes, so batches form without waiting; a lone
+    # request is never held back)
+    max_queue_delay_us: int = 0
     max_queue_size: int = 1024
     max_request_rows: int = 1 << 20
     instance_count: int = 1

@@ -88,7 +88,7 @@ DEMO_VERSION = 1
 
 _SERVING_DEFAULTS: dict[str, Any] = {
     "max_batch_size": 1024,
-    "max_queue_delay_us": 200,
+    "max_queue_delay_us": 0,
     "max_queue_size": 4096,
     "max_request_rows": 1048576,
     "instance_count": 1,

@@ -28,7 +28,7 @@ def test_defaults() -> None:
     s = parse({})
     assert s == ModelSettings()
     assert s.max_batch_size == 256
-    assert s.max_queue_delay_us == 100
+    assert s.max_queue_delay_us == 0
     assert s.max_queue_size == 1024
     assert s.max_request_rows == 1 << 20
     assert s.instance_count == 1

@@ -43,7 +43,7 @@ EXPECTED_CONFIG_KEYS = [
 def expected_config(threshold: float) -> dict[str, Any]:
     return {
         "max_batch_size": 1024,
-        "max_queue_delay_us": 200,
+        "max_queue_delay_us": 0,
         "max_queue_size": 4096,
         "max_request_rows": 1048576,
         "instance_count": 1,
