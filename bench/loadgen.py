@@ -1,8 +1,16 @@
-"""Closed-loop load generator over tritonclient's asyncio gRPC client.
+"""Load generator over tritonclient's asyncio gRPC client: closed and open loop.
 
-A scenario runs ``concurrency`` workers for ``warmup_s + seconds``; each worker sends
-its next request as soon as its previous answer arrives. Only requests that complete
-inside the timed window (after the warm-up) count towards throughput and latency.
+A closed-loop scenario runs ``concurrency`` workers for ``warmup_s + seconds``; each
+worker sends its next request as soon as its previous answer arrives. Only requests
+that complete inside the timed window (after the warm-up) count towards throughput and
+latency.
+
+An open-loop scenario (api ``open``) sends requests at a fixed arrival rate
+(``Scenario.rate`` per second, evenly spaced) whatever the server does, and times each
+one from the moment it was *due*, not the moment it went out: a server that falls
+behind cannot hide its queue by slowing the client down (no coordinated omission). At
+most ``concurrency`` requests are outstanding; a request due while that many are
+still waiting is counted as an error (the server could not keep up), never delayed.
 
 Streaming runs in one of two modes:
 
@@ -35,7 +43,7 @@ from tritonclient.utils import InferenceServerException, np_to_triton_dtype
 from .reference import Batch, OrtReference
 from .stats import LatencySummary, summarize
 
-Api = Literal["unary", "stream"]
+Api = Literal["unary", "stream", "open"]
 StreamMode = Literal["per-worker", "shared"]
 STREAM_MODES: tuple[StreamMode, ...] = ("per-worker", "shared")
 CpuClocks = dict[str, Callable[[], float]]
@@ -44,15 +52,18 @@ CpuClocks = dict[str, Callable[[], float]]
 RTOL = 1e-5
 ATOL = 1e-6
 MAX_ERROR_SAMPLES = 5
+_TIMER_RESOLUTION_S = 0.001
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One measured cell: API, rows per request, concurrency."""
+    """One measured cell: API, rows per request, concurrency (for ``open``: the most
+    requests outstanding) and, for ``open``, the arrival rate (requests per second)."""
 
     api: Api
     rows: int
     concurrency: int
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +191,48 @@ async def _unary_worker(
         i += 1
 
 
+async def _open_loop(
+    client: aioclient.InferenceServerClient, model: str, rec: _Recorder, scenario: Scenario
+) -> None:
+    """Requests due every 1/rate seconds; each timed from when it was due."""
+    assert scenario.rate, "an open-loop scenario needs a rate"
+    inputs = rec.payload.inputs
+    clock = time.perf_counter
+    interval = 1.0 / scenario.rate
+    outstanding: set[asyncio.Task[None]] = set()
+
+    async def one(index: int, due: float) -> None:
+        try:
+            result = await client.infer(model, inputs[index])
+        except InferenceServerException as exc:
+            rec.record(due, index, None, exc)
+        else:
+            rec.record(due, index, result, None)
+
+    start = clock()
+    i = 0
+    while True:
+        due = start + i * interval
+        if due >= rec.end:
+            break
+        wait = due - clock()
+        if wait > _TIMER_RESOLUTION_S:  # epoll sleeps in whole milliseconds ...
+            await asyncio.sleep(wait - _TIMER_RESOLUTION_S)
+        # ... the rest is spent yielding (answers keep arriving): no timer waits < 1 ms
+        while clock() < due:  # noqa: ASYNC110
+            await asyncio.sleep(0)
+        if len(outstanding) >= scenario.concurrency:
+            if rec.warm_end <= due:
+                rec.error(f"{scenario.concurrency} requests outstanding when the next was due")
+        else:
+            task = asyncio.create_task(one(i % len(inputs), due))
+            outstanding.add(task)
+            task.add_done_callback(outstanding.discard)
+        i += 1
+    if outstanding:
+        await asyncio.gather(*outstanding)
+
+
 async def _stream_worker(
     client: aioclient.InferenceServerClient, model: str, rec: _Recorder, first: int
 ) -> None:
@@ -296,7 +349,9 @@ async def run_scenario(
     after = asyncio.create_task(_execution_counts(client, model, rec.end))
     cpu_start = asyncio.create_task(_cpu_times(cpu_clocks or {}, rec.warm_end))
     cpu_end = asyncio.create_task(_cpu_times(cpu_clocks or {}, rec.end))
-    if scenario.api == "stream" and stream_mode == "shared":
+    if scenario.api == "open":
+        await _open_loop(client, model, rec, scenario)
+    elif scenario.api == "stream" and stream_mode == "shared":
         await _shared_stream(client, model, rec, scenario.concurrency)
     else:
         worker = _unary_worker if scenario.api == "unary" else _stream_worker

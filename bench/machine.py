@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -103,6 +105,47 @@ def process_cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     ticks = int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of stat)
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    """The live descendants of process ``pid`` (children, theirs, ...), from /proc."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def command_line(pid: int) -> str:
+    """Process ``pid``'s command line, arguments joined by spaces ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(
+            errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def tree_cpu_seconds(pid: int, leave_out: Callable[[str], bool] = lambda _: False) -> float:
+    """User + system CPU time of process ``pid`` and its live descendants, except those
+    whose command line ``leave_out`` picks (a worker pool counts; a side-car may not)."""
+    total = process_cpu_seconds(pid)
+    for child in descendants(pid):
+        if leave_out(command_line(child)):
+            continue
+        with contextlib.suppress(OSError, ValueError, IndexError):  # it exited meanwhile
+            total += process_cpu_seconds(child)
+    return total
 
 
 def system_cpu_seconds() -> float:

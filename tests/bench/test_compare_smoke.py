@@ -1,6 +1,8 @@
 """``python -m bench.compare --smoke`` runs in the suite, so the harness cannot rot: the
 floor, raw ONNX Runtime and Osprey (audit off, relaxed and strict) each answer, and
-correctly (Osprey's answers against ORT, the floor's shape and echoed id)."""
+correctly (Osprey's answers against ORT, the floor's shape and echoed id), in every
+kind of scenario (unary, streaming, open loop; 1 to 1024 rows), and the run writes
+its JSON, markdown table and plot."""
 
 from __future__ import annotations
 
@@ -30,8 +32,13 @@ def test_compare_smoke(tmp_path: Path) -> None:
         assert cell["server_cpu_us_per_request"] > 0
         if cell["system"] != "floor":
             assert cell["checked"] > 0  # every Osprey answer compared with ORT
-    assert set(data["summary"]["raw_ort_us_per_call"]) == {"1", "256"}
-    assert any("server CPU per request, 1 row(s) c=64" in v for v in data["summary"]["verdicts"])
+    assert {c["scenario"]["api"] for c in data["cells"]} == {"unary", "stream", "open"}
+    assert {c["scenario"]["rows"] for c in data["cells"]} == {1, 256, 1024}
+    assert set(data["summary"]["raw_ort_us_per_call"]) == {"1", "256", "1024"}
+    assert any(v.startswith("p50 at c=1") for v in data["summary"]["verdicts"])
+    assert any("server CPU per request, 256 row(s) c=8" in v for v in data["summary"]["verdicts"])
+    assert output.with_suffix(".md").read_text().startswith("| system | scenario |")
+    assert output.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("bad", ["PROBABILITY", "P:FP32", "P:FLOAT:1", "P:FP32:0", "P:FP32:x"])
