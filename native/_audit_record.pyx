@@ -12,10 +12,10 @@ shortest decimal that reads back as the same float32 (``0.1``, not the double
 expansion ``0.10000000149011612``), in ``repr``'s layout, so that ``json`` reading
 and writing it again gives the same text (at most 9 significant digits: every
 decimal that short survives the round trip through a double). The digits come from
-double arithmetic where that is provably exact to the last digit, else from exact
-128-bit integer arithmetic (``f32_repr(x, exact_only=True)`` tests that path). Any other column (BYTES, personal data, object arrays)
-is encoded by the ``column_json`` callback, so the bytes are the twin's in every
-case; the tests compare them.
+the Schubfach algorithm (three 64x64-bit products per value, ~15 ns; the twin finds
+them with exact fractions). Any other column (BYTES, personal data, object arrays) is
+encoded by the ``column_json`` callback, so the bytes are the twin's in every case;
+the tests compare them.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
@@ -45,123 +45,94 @@ cdef extern from "<stdio.h>" nogil:
 
 cdef extern from *:
     """
-    #include <math.h>
     #include <stdint.h>
     #include <string.h>
 
-    typedef unsigned __int128 osprey_u128;
+    /* Schubfach (R. Giulietti, "The Schubfach way to render doubles", 2020), float32
+       variant: the shortest decimal in the float's rounding interval, the closest such
+       one (ties to even), from three 64x64-bit multiplications. OSPREY_G1[k + 45] is
+       the high 63 bits of floor(beta) + 1, where 10^-k = beta * 2^r and
+       2^125 <= beta < 2^126, for k in [-45, 31]; tests/native/test_audit_record.py
+       recomputes it with Python integers. */
+    static const uint64_t OSPREY_G1[77] = {
+        0x59aedfc10d7279c5ULL, 0x47bf19673df52e37ULL, 0x72cb5bd86321e38cULL,
+        0x5bd5e313828182d6ULL, 0x4977e8dc68679bdfULL, 0x758ca7c70d7292feULL,
+        0x5e0a1fd271287598ULL, 0x4b3b4ca85a86c47aULL, 0x785ee10d5da46d90ULL,
+        0x604be73de4838ad9ULL, 0x4d0985cb1d3608aeULL, 0x7b426fab61f00de3ULL,
+        0x629b8c891b267182ULL, 0x4ee2d6d415b85aceULL, 0x7e37be2022c0914bULL,
+        0x64f964e68233a76fULL, 0x50c783eb9b5c85f2ULL, 0x409f9cbc7c4a04c2ULL,
+        0x6765c793fa10079dULL, 0x52b7d2dcc80cd2e4ULL, 0x422ca8b0a00a4250ULL,
+        0x69e10de76676d080ULL, 0x54b40b1f852bda00ULL, 0x43c33c1937564800ULL,
+        0x6c6b935b8bbd4000ULL, 0x56bc75e2d6310000ULL, 0x4563918244f40000ULL,
+        0x6f05b59d3b200000ULL, 0x58d15e1762800000ULL, 0x470de4df82000000ULL,
+        0x71afd498d0000000ULL, 0x5af3107a40000000ULL, 0x48c2739500000000ULL,
+        0x746a528800000000ULL, 0x5d21dba000000000ULL, 0x4a817c8000000000ULL,
+        0x7735940000000000ULL, 0x5f5e100000000000ULL, 0x4c4b400000000000ULL,
+        0x7a12000000000000ULL, 0x61a8000000000000ULL, 0x4e20000000000000ULL,
+        0x7d00000000000000ULL, 0x6400000000000000ULL, 0x5000000000000000ULL,
+        0x4000000000000000ULL, 0x6666666666666666ULL, 0x51eb851eb851eb85ULL,
+        0x4189374bc6a7ef9dULL, 0x68db8bac710cb295ULL, 0x53e2d6238da3c211ULL,
+        0x431bde82d7b634daULL, 0x6b5fca6af2bd215eULL, 0x55e63b88c230e77eULL,
+        0x44b82fa09b5a52cbULL, 0x6df37f675ef6eadfULL, 0x57f5ff85e592557fULL,
+        0x465e6604b7a84465ULL, 0x709709a125da0709ULL, 0x5a126e1a84ae6c07ULL,
+        0x480ebe7b9d58566cULL, 0x734aca5f6226f0adULL, 0x5c3bd5191b525a24ULL,
+        0x49c97747490eae83ULL, 0x760f253edb4ab0d2ULL, 0x5e72843249088d75ULL,
+        0x4b8ed0283a6d3df7ULL, 0x78e480405d7b9658ULL, 0x60b6cd004ac94513ULL,
+        0x4d5f0a66a23a9da9ULL, 0x7bcb43d769f762a8ULL, 0x63090312bb2c4eedULL,
+        0x4f3a68dbc8f03f24ULL, 0x7ec3daf941806506ULL, 0x65697bfa9acd1d9fULL,
+        0x51212ffbaf0a7e18ULL, 0x40e7599625a1fe7aULL
+    };
 
-    static osprey_u128 osprey_pow5(int n) {
-        osprey_u128 r = 1;
-        while (n-- > 0) r *= 5;
-        return r;
+    static inline int64_t osprey_flog10pow2(int64_t e) { return (e * 661971961083LL) >> 41; }
+    static inline int64_t osprey_flog10_three_quarters_pow2(int64_t e) {
+        return (e * 661971961083LL - 274743187321LL) >> 41;
+    }
+    static inline int64_t osprey_flog2pow10(int64_t e) { return (e * 913124641741LL) >> 38; }
+
+    /* The high part of g * cp, rounded to odd (a sticky bit for what was cut off). */
+    static inline int64_t osprey_rop(uint64_t g, uint64_t cp) {
+        uint64_t x1 = (uint64_t)(((unsigned __int128)g * cp) >> 64);
+        return (int64_t)((x1 >> 31) | (((x1 & 0xFFFFFFFFULL) + 0xFFFFFFFFULL) >> 32));
     }
 
-    /* value = X * 2^E / 10^q as N / D (exact). q in [-40, 40], X < 2^27. */
-    static void osprey_ratio(uint64_t X, int E, int q, osprey_u128* N, osprey_u128* D) {
-        int s = E - q;
-        if (q >= 0) {
-            osprey_u128 p5 = osprey_pow5(q);
-            if (s >= 0) { *N = (osprey_u128)X << s; *D = p5; }
-            else { *N = X; *D = p5 << (-s); }
-        } else {
-            osprey_u128 n = (osprey_u128)X * osprey_pow5(-q);
-            if (s >= 0) { *N = n << s; *D = 1; }
-            else { *N = n; *D = (osprey_u128)1 << (-s); }
+    /* float32 c * 2^q (c < 2^24 normal, q >= -149) as decimal *f * 10^*e, shortest. */
+    static void osprey_schubfach(int64_t c, int64_t q, uint64_t* f, int* e) {
+        int64_t out = c & 1, cb = c << 2, cbr = cb + 2, cbl, k;
+        if (c != (1 << 23) || q == -149) {
+            cbl = cb - 2;
+            k = osprey_flog10pow2(q);
+        } else {  /* a power of two: the interval below is half as wide */
+            cbl = cb - 1;
+            k = osprey_flog10_three_quarters_pow2(q);
         }
-    }
-
-    /* 10^n as a double, n in [-45, 45]: exact for |n| <= 22, else two exact factors. */
-    static const double OSPREY_P10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
-        1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-
-    /* x * 10^n with at most two roundings. */
-    static double osprey_scale10(double x, int n) {
-        while (n > 22) { x *= 1e22; n -= 22; }
-        while (n < -22) { x /= 1e22; n += 22; }
-        return n >= 0 ? x * OSPREY_P10[n] : x / OSPREY_P10[-n];
-    }
-
-    #define OSPREY_SLACK 1e-5  /* |error| of the double path, in units of the last digit */
-
-    /* The integers in [lo, hi] at scale 10^q, and the one closest to v (ties to even).
-       Returns 0 if none, 1 if found (*c set), -1 if the double arithmetic cannot decide. */
-    static int osprey_fast(double lo, double v, double hi, int q, uint64_t* c) {
-        double a = osprey_scale10(lo, -q), b = osprey_scale10(hi, -q), m = osprey_scale10(v, -q);
-        double ca = ceil(a), fb = floor(b), fm = floor(m);
-        if (ca - a < OSPREY_SLACK || b - fb < OSPREY_SLACK) return -1;  /* near an endpoint */
-        if (ca > fb) return 0;
-        double frac = m - fm;
-        if (fabs(frac - 0.5) < OSPREY_SLACK) return -1;
-        double r = frac > 0.5 ? fm + 1 : fm;
-        if (r < ca) r = ca;
-        if (r > fb) r = fb;
-        *c = (uint64_t)r;
-        return 1;
-    }
-
-    static int osprey_exact(uint64_t L, uint64_t M4, uint64_t H, int E, int inclusive, int q,
-                            uint64_t* c) {
-        osprey_u128 N, D, cmin, cmax, cm, r;
-        osprey_ratio(L, E, q, &N, &D);
-        cmin = N / D;
-        if (N % D != 0 || !inclusive) cmin += 1;
-        osprey_ratio(H, E, q, &N, &D);
-        cmax = N / D;
-        if (N % D == 0 && !inclusive) {
-            if (cmax == 0) return 0;
-            cmax -= 1;
+        int64_t h = q + osprey_flog2pow10(-k) + 33;
+        uint64_t g = OSPREY_G1[k + 45] + 1;
+        int64_t vb = osprey_rop(g, (uint64_t)cb << h);
+        int64_t vbl = osprey_rop(g, (uint64_t)cbl << h);
+        int64_t vbr = osprey_rop(g, (uint64_t)cbr << h);
+        int64_t s = vb >> 2;
+        *e = (int)k;
+        if (s >= 100) {  /* one digit fewer, if a multiple of 10 is in the interval */
+            int64_t sp10 = 10 * (s / 10), tp10 = sp10 + 10;
+            int upin = vbl + out <= sp10 << 2, wpin = (tp10 << 2) + out <= vbr;
+            if (upin != wpin) { *f = (uint64_t)(upin ? sp10 : tp10); return; }
         }
-        if (cmin > cmax) return 0;
-        osprey_ratio(M4, E, q, &N, &D);
-        cm = N / D;
-        r = N % D;
-        if (2 * r > D || (2 * r == D && (cm & 1))) cm += 1;
-        if (cm < cmin) cm = cmin;
-        if (cm > cmax) cm = cmax;
-        *c = (uint64_t)cm;
-        return 1;
-    }
-
-    static int osprey_try(double lo, double v, double hi, uint64_t L, uint64_t M4,
-                          uint64_t H, int E, int inclusive, int q, int exact_only,
-                          uint64_t* c) {
-        int got = exact_only ? -1 : osprey_fast(lo, v, hi, q, c);
-        if (got < 0) got = osprey_exact(L, M4, H, E, inclusive, q, c);
-        return got > 0;
+        int64_t t = s + 1;
+        int uin = vbl + out <= s << 2, win = (t << 2) + out <= vbr;
+        if (uin != win) { *f = (uint64_t)(uin ? s : t); return; }
+        int64_t cmp = vb - ((s + t) << 1);  /* both in: the closer, ties to even */
+        *f = (uint64_t)(cmp < 0 || (cmp == 0 && (s & 1) == 0) ? s : t);
     }
 
     /* Writes the float32 f (finite, |f| >= 2^-99) as Python's repr writes the double
-       nearest to its shortest round-trip decimal; returns the length. ``exact_only``
-       skips the double fast path (for tests). */
-    static int osprey_f32_repr(float f, char* out, int exact_only) {
+       nearest to its shortest round-trip decimal; returns the length. */
+    static int osprey_f32_repr(float f, char* out) {
         uint32_t bits;
         memcpy(&bits, &f, 4);
         int neg = bits >> 31, exp = (bits >> 23) & 0xFF, n = 0;
-        uint32_t frac = bits & 0x7FFFFF;
-        uint64_t m = frac | 0x800000u;
-        int E = exp - 150 - 2;
-        uint64_t M4 = 4 * m, H = 4 * m + 2, L = (frac == 0 && exp > 1) ? 4 * m - 1 : 4 * m - 2;
-        int inclusive = (m % 2) == 0;
-        double v = ldexp((double)M4, E), lo = ldexp((double)L, E), hi = ldexp((double)H, E);
-        int k = (int)floor(log10(v));
-        uint64_t c = 0, c_up = 0;
-        /* The shortest decimal is at the largest q whose range holds an integer (a
-           range that holds one at q holds one at every smaller q). Most float32 need 8
-           or 9 digits: start at 8 and move up, or down, from there. */
-        int q = k - 7;
-        if (osprey_try(lo, v, hi, L, M4, H, E, inclusive, q, exact_only, &c)) {
-            while (q < k + 2 && osprey_try(lo, v, hi, L, M4, H, E, inclusive, q + 1,
-                                           exact_only, &c_up)) {
-                q += 1;
-                c = c_up;
-            }
-        } else {
-            do {
-                q -= 1;
-                if (q < k - 12) return 0;
-            } while (!osprey_try(lo, v, hi, L, M4, H, E, inclusive, q, exact_only, &c));
-        }
+        uint64_t c;
+        int q;
+        osprey_schubfach((int64_t)((bits & 0x7FFFFF) | 0x800000u), (int64_t)exp - 150, &c, &q);
         char digits[24];
         int nd = 0;
         while (c > 0) { digits[nd++] = (char)('0' + c % 10); c /= 10; }
@@ -198,7 +169,7 @@ cdef extern from *:
         return n;
     }
     """
-    int osprey_f32_repr(float f, char* out, int exact_only) nogil
+    int osprey_f32_repr(float f, char* out) nogil
 
 
 # float32 values at least this large (2^-99, exponent field 28) are written as their
@@ -385,19 +356,19 @@ cdef int _put_float32(Buf* b, float value) except -1:
         return _put_double(b, value)  # tiny, zero, NaN or infinite
     if b.size + 32 > b.cap:
         _grow(b, 32)
-    n = osprey_f32_repr(value, b.data + b.size, 0)
+    n = osprey_f32_repr(value, b.data + b.size)
     b.size += n
     return 0
 
 
-def f32_repr(float value, bint exact_only=False):
-    """The text the encoder writes for one float32 (``exact_only``: without the double
-    fast path, to test the exact one)."""
+def f32_repr(float value):
+    """The text the encoder writes for one float32; None where it leaves the value to
+    ``repr`` (|value| < 2^-99, zero, NaN, infinities)."""
     cdef char out[48]
     cdef int field = _exponent_field(value)
     if field < F32_MIN_EXPONENT_FIELD or field == 0xFF:
         return None
-    return out[:osprey_f32_repr(value, out, exact_only)].decode()
+    return out[:osprey_f32_repr(value, out)].decode()
 
 
 cdef int _put_element(Buf* b, const char* p, char kind, int size) except -1:

@@ -21,7 +21,7 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 F32_MIN_EXPONENT_FIELD = 28
 
 
-def f32_repr(value: float, exact_only: bool = False) -> str | None:
+def f32_repr(value: float) -> str | None:
     """The shortest decimal that reads back as the float32 ``value`` (the closest such
     one, ties to even), laid out as Python's ``repr`` lays out a float; None where the
     encoder leaves the value to ``repr`` (see F32_MIN_EXPONENT_FIELD)."""

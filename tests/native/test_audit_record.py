@@ -10,6 +10,7 @@ infinities, BYTES and personal-data columns (left to Python), and any time.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -91,8 +92,8 @@ def _float32_samples(count: int) -> np.ndarray:
 def test_float32_is_written_shortest_and_reads_back_the_same() -> None:
     """Every float32 the encoder writes as a decimal (|x| >= 2^-99) is the shortest that
     reads back as the same float32 (NumPy's Dragon4 agrees on the length), ``json``
-    re-writes it unchanged (what ``verify`` relies on), and the kernel's double fast
-    path, its exact 128-bit path and the twin give the same text."""
+    re-writes it unchanged (what ``verify`` relies on), and the kernel (Schubfach) and
+    the twin (exact fractions) give the same text."""
     checked = 0
     for value in _float32_samples(40_000):
         if not np.isfinite(value):
@@ -101,7 +102,7 @@ def test_float32_is_written_shortest_and_reads_back_the_same() -> None:
         if text is None:
             assert abs(value) < 2.0**-99 and audit_record_py.f32_repr(value) is None
             continue
-        assert text == _audit_record.f32_repr(value, True) == audit_record_py.f32_repr(value)
+        assert text == audit_record_py.f32_repr(value)
         assert np.float32(float(text)).view(np.uint32) == np.float32(value).view(np.uint32)
         assert json.dumps(float(text)) == text
         shortest = np.format_float_scientific(value, unique=True).split("e")[0]
@@ -110,6 +111,39 @@ def test_float32_is_written_shortest_and_reads_back_the_same() -> None:
             digits), (value, text, shortest)
         checked += 1
     assert checked > 30_000
+
+
+def test_every_float32_of_some_exponents_matches_the_twin() -> None:
+    """Mantissas of a few exponents (the smallest written as a decimal, around 1, a
+    power-of-two boundary, the largest), kernel against twin, enumerated through
+    NumPy: a stride through whole binades, cheaply enough for the suite. (Once, on
+    2026-11-28, all 1,904,214,016 positive finite float32 with an exponent field of 28
+    or more were checked in C against the kernel this one replaced, double arithmetic
+    with an exact 128-bit fallback: every text equal.)"""
+    step = 4099  # a prime stride through the mantissas keeps it to a few seconds
+    for field in (28, 29, 126, 127, 128, 150, 254):
+        mantissas = np.arange(0, 1 << 23, step, dtype=np.uint32)
+        for sign in (0, 1):
+            bits = (np.uint32(sign) << 31) | (np.uint32(field) << 23) | mantissas
+            for value in bits.view(np.float32).tolist():
+                assert _audit_record.f32_repr(value) == audit_record_py.f32_repr(value), value
+
+
+def test_the_schubfach_table_is_what_python_integers_give() -> None:
+    """The kernel's 10^-k table, recomputed exactly: for k in [-45, 31], 10^-k = beta *
+    2^r with 2^125 <= beta < 2^126, and the entry is (floor(beta) + 1) >> 63."""
+    source = (Path(__file__).resolve().parents[2] / "native" / "_audit_record.pyx").read_text()
+    table = source[source.index("OSPREY_G1[77] = {"):]
+    entries = [int(x, 16) for x in re.findall(r"0x([0-9a-f]{16})ULL", table[:table.index("};")])]
+    expected = []
+    for k in range(-45, 32):
+        r = ((-k * 913124641741) >> 38) - 125  # floor(-k log2 10) - 125
+        num, den = (10**-k, 1) if k <= 0 else (1, 10**k)
+        num, den = (num, den << r) if r >= 0 else (num << -r, den)
+        beta = num // den
+        assert 1 << 125 <= beta < 1 << 126
+        expected.append((beta + 1) >> 63)
+    assert entries == expected
 
 
 # -- split: how the shipper reads a line back ----------------------------------------------
