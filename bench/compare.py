@@ -27,7 +27,9 @@ Scenarios: 1-row unary requests at concurrency 1, 8 and 64, 1-row streaming at 8
 256-row unary at 8, 1024-row unary at 4, and an open loop of 1-row requests at 50 %
 and 90 % of Osprey relaxed's 1-row c=64 rate in the same round (latency from when each
 request was due: ``bench.loadgen``). Each number is the median of the rounds, printed
-with its spread (min-max). The ratio of record is the **server CPU per request** (the
+with its spread (min-max); before each, the harness waits until the server core is idle
+(an audit side-car's backlog after large requests would otherwise land on the next
+cell). The ratio of record is the **server CPU per request** (the
 server's process tree's user+system CPU over the window, Osprey's audit shipper
 side-car left out, divided by the requests answered), against the floor's. After the
 rounds, perf_analyzer (``bench/perf_analyzer_setup.sh``) drives Osprey relaxed, unary
@@ -73,10 +75,11 @@ from .machine import (
     pin_this_process,
     system_cpu_seconds,
     tree_cpu_seconds,
+    wait_until_quiet,
 )
 from .models import write_decided_mlp
 from .reference import OrtReference
-from .server_process import BenchServer, ServerFailed
+from .server_process import BenchServer, ServerFailed, is_audit_sidecar
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SATURATION = Scenario("unary", 1, 64)
@@ -101,10 +104,6 @@ STREAM_TARGET = 1.4  # 1-row streaming / unary requests/s at c=64
 LATENCY_SLACK_MS = 0.3  # at c=1: Osprey's p50 <= the floor's + this
 OPEN_TAIL = 10.0  # open loop at 90 %: p99 <= this x p50
 ROWS = (1, 256, 1024)
-
-
-def _sidecar(command: str) -> bool:
-    return " audit ship " in f" {command} "
 
 
 @dataclass
@@ -185,6 +184,12 @@ def floor_answers_correctly(url: str, payload: Payload) -> list[str]:
 
 async def measure(system: System, scenario: Scenario, args: argparse.Namespace,
                   client: aioclient.InferenceServerClient) -> LoadResult:
+    if args.quiet_cpu is not None:
+        # what the previous cell left running (an audit side-car's backlog after large
+        # requests: seconds of shipping) must not land on this cell's server
+        waited = await asyncio.to_thread(wait_until_quiet, args.quiet_cpu)
+        if waited > 2:
+            print(f"    (waited {waited:.1f} s for the server core to go quiet)", flush=True)
     clocks = {"server": system.cpu_seconds, "client": time.process_time,
               "machine": system_cpu_seconds}
     return await drive(client, "mlp", system.payloads[scenario.rows], scenario, args.seconds,
@@ -508,6 +513,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     placement = choose_placement(pin=True)
     pin_this_process(placement)
+    args.quiet_cpu = None if args.smoke else placement.server_cpu
     print(f"machine: {machine['cpu_model']}; placement: {placement.describe()}", flush=True)
     names = SMOKE_SYSTEMS if args.smoke else ("floor", *OSPREY)
     scenarios = SMOKE if args.smoke else CLOSED
@@ -530,7 +536,7 @@ def main(argv: list[str] | None = None) -> int:
             servers = start_osprey(repo, root, placement.server_prefix(), names)
             for name, server in servers.items():
                 systems[name] = System(server, payloads, check=name != "floor",
-                                       leave_out=_sidecar)
+                                       leave_out=is_audit_sidecar)
             problems += floor_answers_correctly(servers["floor"].url, payloads[1])
             if not args.no_mlserver:
                 print("MLServer configurations (1 window each):", flush=True)

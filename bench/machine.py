@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
@@ -146,6 +147,31 @@ def tree_cpu_seconds(pid: int, leave_out: Callable[[str], bool] = lambda _: Fals
         with contextlib.suppress(OSError, ValueError, IndexError):  # it exited meanwhile
             total += process_cpu_seconds(child)
     return total
+
+
+def cpu_busy_seconds(cpu: int) -> float:
+    """Busy CPU time of core ``cpu`` so far (every process on it), from /proc/stat."""
+    with open("/proc/stat") as stat:
+        for line in stat:
+            if line.startswith(f"cpu{cpu} "):
+                fields = [int(f) for f in line.split()[1:9]]
+                busy = sum(fields) - fields[3] - fields[4]  # all but idle and iowait
+                return busy / os.sysconf("SC_CLK_TCK")
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+def wait_until_quiet(cpu: int, busy_below: float = 0.05, window: float = 0.5,
+                     timeout: float = 180.0) -> float:
+    """Wait until core ``cpu`` was busy less than ``busy_below`` of a ``window`` (what a
+    server left running, such as an audit side-car's backlog, is done); returns the
+    seconds waited."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        before = cpu_busy_seconds(cpu)
+        time.sleep(window)
+        if (cpu_busy_seconds(cpu) - before) / window < busy_below:
+            break
+    return time.monotonic() - start
 
 
 def system_cpu_seconds() -> float:

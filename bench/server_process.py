@@ -18,6 +18,12 @@ READY = re.compile(r"osprey ready: grpc=(?P<host>[^:\s]+):(?P<port>\d+) metrics=
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def is_audit_sidecar(command: str) -> bool:
+    """Whether a command line is an Osprey server's audit shipper side-car (``osprey
+    audit ship --follow``, a child of the server: not part of its serving CPU)."""
+    return " audit ship " in f" {command} "
+
+
 class ServerFailed(RuntimeError):
     """The server did not start, or died; the message carries its stderr."""
 

@@ -305,7 +305,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument("--spool", help="spool folder (default: audit_spool_dir, else "
                                    "$OSPREY_HOME/audit-spool)")
     p.add_argument("--follow", action="store_true",
-                   help="keep shipping every 0.25 s until SIGTERM (the side-car)")
+                   help="keep shipping every 0.05 s until SIGTERM (the side-car)")
     p.add_argument("--parent", type=int, help=argparse.SUPPRESS)  # exit with this process
     p.set_defaults(run=_ship)
     p = audit.add_parser("verify", help="prove the audit log unaltered (exit 1 if not)")

@@ -40,7 +40,7 @@ from .errors import OspreyError
 
 log = logging.getLogger("osprey.audit")
 
-SHIP_SECONDS = 0.25
+SHIP_SECONDS = 0.05  # a pass as soon as a segment is sealed (SEAL_SECONDS): short bursts
 PROGRESS_SECONDS = 1.0  # a long pass says it is alive at least this often
 LOCK_FILE = ".shipper.lock"
 STATUS_FILE = ".shipper.json"
