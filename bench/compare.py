@@ -493,6 +493,19 @@ def perf_analyzer_runs(systems: dict[str, System], seconds: float, placement: Pl
     return runs
 
 
+def perf_table(runs: list[dict[str, Any]]) -> str:
+    """perf_analyzer's client-side numbers as a markdown table ('' when it did not run)."""
+    rows = [r for r in runs if "error" not in r]
+    if not rows:
+        return ""
+    lines = ["| perf_analyzer against | api | c | infer/s | p50 ms | p99 ms |",
+             "|---|---|--:|--:|--:|--:|"]
+    lines += [f"| {r['system']} | {'stream' if r['streaming'] else 'unary'} | "
+              f"{r['concurrency']} | {r['infer_per_s']:,.0f} | {r['p50_ms']:.3f} | "
+              f"{r['p99_ms']:.3f} |" for r in rows]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -552,6 +565,8 @@ def main(argv: list[str] | None = None) -> int:
             codes = {n: s.server.stop() for n, s in systems.items()}
     order = list(systems)
     table, summary = summarise(cells, ort, order, best)
+    if perf_table(perf):
+        table += "\n\n" + perf_table(perf)
     print()
     print(table)
     print()

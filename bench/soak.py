@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import statistics
 import sys
 import tempfile
@@ -78,7 +79,7 @@ class Soak:
     reload_failures: list[str] = field(default_factory=list)
 
 
-async def soak(server: BenchServer, payload: Any, seconds: float, warmup: float,
+async def soak(server: BenchServer, payload: Any, token: str, seconds: float, warmup: float,
                reload_every: float, sample_every: float) -> tuple[Soak, LoadResult]:
     record = Soak()
     client = aioclient.InferenceServerClient(server.url)
@@ -91,7 +92,7 @@ async def soak(server: BenchServer, payload: Any, seconds: float, warmup: float,
             if load.done():
                 return
             try:
-                await client.load_model("mlp")
+                await client.load_model("mlp", headers={"authorization": f"Bearer {token}"})
                 record.reloads += 1
             except InferenceServerException as exc:
                 record.reload_failures.append(str(exc))
@@ -147,11 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="osprey-soak-") as tmp:
         root = Path(tmp)
         payload = reference_payload(OrtReference(write_decided_mlp(root / "models")), rows=1)
+        token = secrets.token_hex(16)  # RepositoryModelLoad is a control RPC: an admin's
+        token_file = root / "admin.token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
         server = BenchServer(root / "models", root, placement.server_prefix(), "WARNING",
-                             ["--audit", "relaxed"])
+                             ["--audit", "relaxed", "--admin-token-file", str(token_file)])
         try:
             server.wait_ready()
-            record, result = asyncio.run(soak(server, payload, seconds, warmup,
+            record, result = asyncio.run(soak(server, payload, token, seconds, warmup,
                                               args.reload_every, sample_every))
         finally:
             code = server.stop()
