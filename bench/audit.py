@@ -46,7 +46,13 @@ import tritonclient.grpc.aio as aioclient
 
 from .loadgen import LoadResult, Scenario, reference_payload
 from .loadgen import run_scenario as drive
-from .machine import choose_placement, machine_info, pin_this_process, system_cpu_seconds
+from .machine import (
+    choose_placement,
+    descendants,
+    machine_info,
+    pin_this_process,
+    system_cpu_seconds,
+)
 from .models import write_decided_mlp
 from .reference import OrtReference
 from .server_process import BenchServer, ServerFailed
@@ -68,8 +74,7 @@ def place_sidecars(servers: dict[str, BenchServer], cpu: int | None) -> list[int
             continue
         children: list[int] = []
         while not children and time.monotonic() < deadline:
-            children = [int(c) for t in Path(f"/proc/{server.proc.pid}/task").iterdir()
-                        for c in (t / "children").read_text().split()]
+            children = descendants(server.proc.pid)
             time.sleep(0.1)
         for pid in children:
             if cpu is not None:

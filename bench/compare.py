@@ -1,6 +1,6 @@
 """Osprey beside the floor, raw ONNX Runtime and MLServer, in one run (issue 7).
 
-    python -m bench.compare                 # 5 interleaved rounds (about 25 minutes)
+    python -m bench.compare                 # 5 interleaved rounds (about 30 minutes)
     python -m bench.compare --rounds 1      # one round of everything
     python -m bench.compare --smoke         # CI: one short round, every answer checked
 

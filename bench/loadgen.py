@@ -173,21 +173,25 @@ class _Recorder:
         return True
 
 
+async def _infer_once(client: aioclient.InferenceServerClient, model: str, rec: _Recorder,
+                      index: int, since: float) -> None:
+    """One unary request of the payload, recorded with its latency from ``since``."""
+    try:
+        result = await client.infer(model, rec.payload.inputs[index])
+    except InferenceServerException as exc:
+        rec.record(since, index, None, exc)
+    else:
+        rec.record(since, index, result, None)
+
+
 async def _unary_worker(
     client: aioclient.InferenceServerClient, model: str, rec: _Recorder, first: int
 ) -> None:
-    inputs = rec.payload.inputs
+    count = len(rec.payload.inputs)
     clock = time.perf_counter
     i = first
     while clock() < rec.end:
-        index = i % len(inputs)
-        sent = clock()
-        try:
-            result = await client.infer(model, inputs[index])
-        except InferenceServerException as exc:
-            rec.record(sent, index, None, exc)
-        else:
-            rec.record(sent, index, result, None)
+        await _infer_once(client, model, rec, i % count, clock())
         i += 1
 
 
@@ -196,19 +200,10 @@ async def _open_loop(
 ) -> None:
     """Requests due every 1/rate seconds; each timed from when it was due."""
     assert scenario.rate, "an open-loop scenario needs a rate"
-    inputs = rec.payload.inputs
+    count = len(rec.payload.inputs)
     clock = time.perf_counter
     interval = 1.0 / scenario.rate
     outstanding: set[asyncio.Task[None]] = set()
-
-    async def one(index: int, due: float) -> None:
-        try:
-            result = await client.infer(model, inputs[index])
-        except InferenceServerException as exc:
-            rec.record(due, index, None, exc)
-        else:
-            rec.record(due, index, result, None)
-
     start = clock()
     i = 0
     while True:
@@ -225,7 +220,7 @@ async def _open_loop(
             if rec.warm_end <= due:
                 rec.error(f"{scenario.concurrency} requests outstanding when the next was due")
         else:
-            task = asyncio.create_task(one(i % len(inputs), due))
+            task = asyncio.create_task(_infer_once(client, model, rec, i % count, due))
             outstanding.add(task)
             task.add_done_callback(outstanding.discard)
         i += 1
