@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import re
@@ -37,6 +39,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,14 +51,16 @@ from .loadgen import LoadResult, Scenario, reference_payload
 from .loadgen import run_scenario as drive
 from .machine import (
     choose_placement,
+    command_line,
     descendants,
     machine_info,
     pin_this_process,
+    process_cpu_seconds,
     system_cpu_seconds,
 )
 from .models import write_decided_mlp
 from .reference import OrtReference
-from .server_process import BenchServer, ServerFailed
+from .server_process import BenchServer, ServerFailed, is_audit_sidecar
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MODES = ("off", "relaxed", "strict")
@@ -157,8 +162,10 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
             for scenario in (SATURATION, LATENCY):
                 for mode in order:
                     server = servers[mode]
-                    clocks = {"server": server.cpu_seconds, "client": time.process_time,
-                              "machine": system_cpu_seconds}
+                    clocks: dict[str, Callable[[], float]] = {
+                        "server": server.cpu_seconds, "client": time.process_time,
+                        "machine": system_cpu_seconds,
+                        "sidecar": functools.partial(sidecar_cpu_seconds, server)}
                     before = spool_bytes(server) if mode != "off" else 0.0
                     result = await drive(clients[mode], "mlp", payload, scenario, args.seconds,
                                          args.warmup, args.check_every, "per-worker", clocks)
@@ -166,7 +173,9 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
                     cells.append(Cell(r + 1, mode, scenario, result, before, after))
                     print(f"  round {r + 1} {mode:7} c={scenario.concurrency:<2} "
                           f"{result.requests_per_s:8,.0f} req/s  p50 {result.latency.p50_ms:.3f}"
-                          f" ms  p99 {result.latency.p99_ms:.3f} ms  errors {result.errors}  "
+                          f" ms  p99 {result.latency.p99_ms:.3f} ms  CPU/req server "
+                          f"{cpu_us(result, 'server'):.0f} side-car {cpu_us(result, 'sidecar'):.0f}"
+                          f" µs  errors {result.errors}  "
                           f"spool {before:,.0f} -> {after:,.0f} B", flush=True)
                     if not server.alive():
                         raise ServerFailed(f"{mode} server died:\n{server.stderr_tail()}")
@@ -174,6 +183,21 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
         for c in clients.values():
             await c.close()
     return cells
+
+
+def sidecar_cpu_seconds(server: BenchServer) -> float:
+    """CPU time of the server's audit shipper side-car(s) so far (0 without one)."""
+    total = 0.0
+    for pid in descendants(server.proc.pid):
+        if is_audit_sidecar(command_line(pid)):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += process_cpu_seconds(pid)
+    return total
+
+
+def cpu_us(result: LoadResult, clock: str) -> float:
+    """CPU µs per request of ``clock`` (the server process, its side-car) in a window."""
+    return result.cpu_busy.get(clock, 0.0) * 1e6 / max(result.requests_per_s, 1e-9)
 
 
 def shipping_rate(url: str, workdir: Path, records: int) -> float:
@@ -217,9 +241,9 @@ def summarise(cells: list[Cell], fsync_p99: float) -> tuple[str, dict[str, Any]]
     def per(mode: str, scenario: Scenario, pick: Any) -> list[float]:
         return [pick(c.result) for c in cells if c.mode == mode and c.scenario == scenario]
 
-    lines = ["| audit | 1 row c=64 req/s | vs off | spool growth in window (B) | "
-             "1 row c=8 p50 ms | p99 ms | p99 added vs off (ms) |",
-             "|---|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| audit | 1 row c=64 req/s | vs off | CPU µs/req server + side-car | "
+             "spool growth in window (B) | 1 row c=8 p50 ms | p99 ms | p99 added vs off (ms) |",
+             "|---|--:|--:|--:|--:|--:|--:|--:|"]
     off_rate = statistics.median(per("off", SATURATION, lambda r: r.requests_per_s))
     off_p99 = statistics.median(per("off", LATENCY, lambda r: r.latency.p99_ms))
     summary: dict[str, Any] = {}
@@ -227,13 +251,17 @@ def summarise(cells: list[Cell], fsync_p99: float) -> tuple[str, dict[str, Any]]
         rate = statistics.median(per(mode, SATURATION, lambda r: r.requests_per_s))
         p50 = statistics.median(per(mode, LATENCY, lambda r: r.latency.p50_ms))
         p99 = statistics.median(per(mode, LATENCY, lambda r: r.latency.p99_ms))
+        server_us = statistics.median(per(mode, SATURATION, lambda r: cpu_us(r, "server")))
+        sidecar_us = statistics.median(per(mode, SATURATION, lambda r: cpu_us(r, "sidecar")))
         growth = max((c.spool_after - c.spool_before for c in cells
                       if c.mode == mode and c.scenario == SATURATION), default=0.0)
-        lines.append(f"| {mode} | {rate:,.0f} | {rate / off_rate:.1%} | {growth:,.0f} | "
+        lines.append(f"| {mode} | {rate:,.0f} | {rate / off_rate:.1%} | {server_us:.0f} + "
+                     f"{sidecar_us:.0f} | {growth:,.0f} | "
                      f"{p50:.3f} | {p99:.3f} | {p99 - off_p99:+.3f} |")
         summary[mode] = {"requests_per_s": rate, "ratio": rate / off_rate, "p50_ms": p50,
                          "p99_ms": p99, "p99_added_ms": p99 - off_p99,
-                         "max_spool_growth_bytes": growth}
+                         "max_spool_growth_bytes": growth, "server_cpu_us": server_us,
+                         "sidecar_cpu_us": sidecar_us}
     relaxed_ok = summary["relaxed"]["ratio"] >= 0.90
     budget = max(1.0, 1.5 * fsync_p99)
     strict_ok = summary["strict"]["p99_added_ms"] <= budget
@@ -334,6 +362,8 @@ def main(argv: list[str] | None = None) -> int:
                    "requests_per_s": c.result.requests_per_s, "errors": c.result.errors,
                    "wrong": c.result.wrong, "checked": c.result.checked,
                    "p50_ms": c.result.latency.p50_ms, "p99_ms": c.result.latency.p99_ms,
+                   "server_cpu_us": cpu_us(c.result, "server"),
+                   "sidecar_cpu_us": cpu_us(c.result, "sidecar"),
                    "spool_before": c.spool_before, "spool_after": c.spool_after}
                   for c in cells],
     }, indent=2, default=str))

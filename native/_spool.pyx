@@ -15,9 +15,19 @@ them. Segments are ``NNNNNNNN.open`` files sealed (fsynced, renamed to
 ``segment_bytes`` large. A failed write or fsync is sticky: ``failure`` names it
 and nothing more counts as durable (a strict server then refuses requests).
 
-A Python thread runs ``run`` so that ``threading`` can join it; ``run`` releases
-the GIL at once and holds it again only to return.
+Rotating segments is off the writer's path: a second thread, the rotator, creates
+the next segment ahead of need (under strict zero-filled for about twice what the
+last segment held, and fsynced, since its size changes) and seals each segment the
+writer hands over, in order. The writer only takes the prepared segment and hands
+the full one over, so a group never waits behind the journal commits of a
+rotation (measured with 1-row records every 0.5 ms and segments sealed every
+0.1 s: one group in ~90 waited over 1 ms when the writer rotated by itself).
+
+A Python thread runs ``run`` so that ``threading`` can join it; ``run`` starts the
+rotator's thread, releases the GIL and holds it again only to join it and return.
 """
+
+import threading
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
 from libc.errno cimport EINTR, errno
@@ -27,7 +37,7 @@ from libc.string cimport memcpy, strerror
 from posix.fcntl cimport O_CREAT, O_RDONLY, O_WRONLY
 from posix.fcntl cimport open as c_open
 from posix.time cimport timespec
-from posix.unistd cimport close, fsync, ftruncate, pwrite, write
+from posix.unistd cimport close, fsync, ftruncate, pwrite, unlink, write
 
 
 cdef extern from "<unistd.h>" nogil:
@@ -61,6 +71,7 @@ cdef extern from "<pthread.h>" nogil:
     int pthread_cond_init(pthread_cond_t* c, pthread_condattr_t* a)
     int pthread_cond_destroy(pthread_cond_t* c)
     int pthread_cond_signal(pthread_cond_t* c)
+    int pthread_cond_wait(pthread_cond_t* c, pthread_mutex_t* m)
     int pthread_cond_timedwait(pthread_cond_t* c, pthread_mutex_t* m, const timespec* t)
 
 
@@ -87,10 +98,13 @@ cdef int _pwrite_all(int fd, const char* data, size_t size, int64_t offset) noex
     return 0
 
 
-# strict segments are zero-filled this far ahead of the data (then fdatasync of a group
-# only flushes data blocks: no size change, no journal commit; half the CPU and latency
-# of an fsync after an append, measured on ext4)
-DEF ZERO_AHEAD = 2 * 1024 * 1024
+# strict segments are zero-filled ahead of the data (then fdatasync of a group only
+# flushes data blocks: no size change, no journal commit; half the CPU and latency of an
+# fsync after an append, measured on ext4): the rotator fills a new segment for twice
+# what the last one held, at least ZERO_MIN; a segment that outgrows it is extended by
+# the writer, ZERO_AHEAD past the data (rare: the rate doubled within seal_seconds)
+DEF ZERO_MIN = 256 * 1024
+DEF ZERO_AHEAD = 1024 * 1024
 cdef char _ZEROS[65536]
 
 
@@ -131,9 +145,22 @@ cdef class SpoolWriter:
     cdef int64_t _segment_bytes
     cdef int64_t _zeroed        # strict: bytes of the open segment already zero-filled
     cdef int64_t _segment_opened
+    # the rotator's side (under _mutex): it waits on _rot_cond, the writer on _cond
+    cdef pthread_cond_t _rot_cond
+    cdef bint _rot_running      # a rotator serves (set by run, cleared by the rotator)
+    cdef bint _rot_stopping     # the writer is done: seal what it handed over, then stop
+    cdef int64_t _created       # segments created (the last one's number)
+    cdef int _next_fd           # the prepared segment, -1 if none
+    cdef int64_t _next_no
+    cdef int64_t _next_zeroed
+    cdef int _seal_fd           # the segment handed over for sealing, -1 if none
+    cdef int64_t _seal_no
+    cdef int64_t _seal_bytes
+    cdef int64_t _seal_zeroed
+    cdef int64_t _last_size     # bytes of the last segment handed over
     cdef bytes _folder
     cdef const char* _folder_c
-    cdef char _open_path[PATH_MAX]
+    cdef char _open_path[PATH_MAX]     # the rotator's path buffers
     cdef char _sealed_path[PATH_MAX]
 
     def __cinit__(self, folder, bint strict, double group_seconds, double seal_seconds,
@@ -147,6 +174,7 @@ cdef class SpoolWriter:
         pthread_condattr_init(&attr)
         pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
         pthread_cond_init(&self._cond, &attr)
+        pthread_cond_init(&self._rot_cond, &attr)
         pthread_condattr_destroy(&attr)
         self._strict = strict
         self._group_ns = <int64_t>(group_seconds * 1e9)
@@ -154,12 +182,19 @@ cdef class SpoolWriter:
         self._segment_limit = segment_bytes
         self._wake_fd = wake_fd
         self._fd = -1
+        self._next_fd = -1
+        self._seal_fd = -1
 
     def __dealloc__(self):
         if self._fd >= 0:
             close(self._fd)
+        if self._next_fd >= 0:
+            close(self._next_fd)
+        if self._seal_fd >= 0:
+            close(self._seal_fd)
         free(self._pending)
         free(self._writing)
+        pthread_cond_destroy(&self._rot_cond)
         pthread_cond_destroy(&self._cond)
         pthread_mutex_destroy(&self._mutex)
 
@@ -237,13 +272,28 @@ cdef class SpoolWriter:
     # -- writer thread (no GIL) -------------------------------------------------------
 
     def run(self):
-        """The writer loop; returns after ``stop`` once everything queued is written."""
+        """The writer loop; returns after ``stop`` once everything queued is written
+        and every segment sealed (the rotator's thread, started here, is joined)."""
         if self._running:
             raise RuntimeError("the spool writer is already running")
         self._running = True
+        self._rot_running = True
+        self._rot_stopping = False
+        rotator = threading.Thread(target=self._run_rotator, name="osprey-audit-rotator",
+                                   daemon=True)
+        try:
+            rotator.start()
+        except BaseException:
+            self._rot_running = self._running = False
+            raise
         with nogil:
             self._loop()
+        rotator.join()
         self._running = False
+
+    def _run_rotator(self):
+        with nogil:
+            self._rotate()
 
     cdef void _loop(self) noexcept nogil:
         cdef int64_t now, deadline, target, last_flush = _now_ns()
@@ -280,9 +330,6 @@ cdef class SpoolWriter:
             if size > 0:
                 last_flush = now
                 self._write_group(size)
-            if self._fd >= 0 and (stopping or now - self._segment_opened >= self._seal_ns
-                                  or self._segment_bytes >= self._segment_limit):
-                self._seal()
 
             pthread_mutex_lock(&self._mutex)
             if self._failure != 0:
@@ -290,9 +337,140 @@ cdef class SpoolWriter:
             elif target > self._durable:
                 self._durable = target
                 self._wake()
+            if self._fd >= 0 and (stopping or now - self._segment_opened >= self._seal_ns
+                                  or self._segment_bytes >= self._segment_limit):
+                self._hand_over()
             if stopping and self._pending_len == 0:
                 break
+        self._rot_stopping = True
+        pthread_cond_signal(&self._rot_cond)
         pthread_mutex_unlock(&self._mutex)
+
+    cdef void _hand_over(self) noexcept nogil:
+        """Give the open segment to the rotator to seal (``_mutex`` held); waits while
+        it still seals the one before (segments are sealed in order)."""
+        while self._seal_fd >= 0 and self._rot_running:
+            pthread_cond_wait(&self._cond, &self._mutex)
+        if not self._rot_running:  # cannot happen while run() runs; never leak the fd
+            close(self._fd)
+            self._fd = -1
+            return
+        self._seal_fd, self._seal_no = self._fd, self._segment_no
+        self._seal_bytes, self._seal_zeroed = self._segment_bytes, self._zeroed
+        self._last_size = self._segment_bytes
+        self._fd = -1
+        pthread_cond_signal(&self._rot_cond)
+
+    cdef void _take_segment(self) noexcept nogil:
+        """Make the rotator's prepared segment the open one (waits for it, which it
+        prepared long before unless the disk is very slow); on failure _fd stays -1."""
+        pthread_mutex_lock(&self._mutex)
+        while self._next_fd < 0 and self._failure == 0 and self._rot_running:
+            pthread_cond_signal(&self._rot_cond)
+            pthread_cond_wait(&self._cond, &self._mutex)
+        if self._next_fd >= 0:
+            self._fd, self._segment_no, self._zeroed = (
+                self._next_fd, self._next_no, self._next_zeroed)
+            self._next_fd = -1
+            pthread_cond_signal(&self._rot_cond)  # prepare the one after
+        pthread_mutex_unlock(&self._mutex)
+
+    # -- rotator thread (no GIL) ------------------------------------------------------
+
+    cdef void _rotate(self) noexcept nogil:
+        """Seal what the writer hands over, keep a next segment prepared; at the end
+        seal the last one and remove the prepared segment nobody used."""
+        cdef int fd, err
+        cdef int64_t number, want, zeroed
+        pthread_mutex_lock(&self._mutex)
+        while True:
+            if self._seal_fd >= 0:
+                fd, number = self._seal_fd, self._seal_no
+                want, zeroed = self._seal_bytes, self._seal_zeroed
+                pthread_mutex_unlock(&self._mutex)
+                err = self._seal_segment(fd, number, want, zeroed)
+                pthread_mutex_lock(&self._mutex)
+                self._seal_fd = -1
+                if err != 0:
+                    self._fail(err)
+                else:
+                    self._sealed += 1
+                pthread_cond_signal(&self._cond)
+            elif self._next_fd < 0 and not self._rot_stopping and self._failure == 0:
+                self._created += 1
+                number = self._created
+                want = max(<int64_t>ZERO_MIN, 2 * self._last_size) if self._strict else 0
+                pthread_mutex_unlock(&self._mutex)
+                fd = -1
+                err = self._create_segment(number, want, &fd)
+                pthread_mutex_lock(&self._mutex)
+                if err != 0:
+                    self._fail(err)
+                else:
+                    self._next_fd, self._next_no, self._next_zeroed = fd, number, want
+                pthread_cond_signal(&self._cond)
+            elif self._rot_stopping:
+                break
+            else:
+                pthread_cond_wait(&self._rot_cond, &self._mutex)
+        fd, number = self._next_fd, self._next_no
+        self._next_fd = -1
+        self._rot_running = False
+        pthread_cond_signal(&self._cond)
+        pthread_mutex_unlock(&self._mutex)
+        if fd >= 0:  # prepared, never written: not a segment
+            close(fd)
+            snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
+                     <long long>number)
+            unlink(self._open_path)
+
+    cdef void _fail(self, int err) noexcept nogil:
+        """Record the first failure (``_mutex`` held) and tell the event loop."""
+        if self._failure == 0:
+            self._failure = err
+        self._wake()
+
+    cdef int _create_segment(self, int64_t number, int64_t zeros, int* out) noexcept nogil:
+        """Create segment ``number``, zero-filled for ``zeros`` bytes and fsynced (its
+        size changed) when ``zeros``; 0 or an errno."""
+        cdef int64_t filled = 0, chunk
+        cdef int err = 0
+        snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
+                 <long long>number)
+        cdef int fd = c_open(self._open_path, O_WRONLY | O_CREAT, 0o644)
+        if fd < 0:
+            return errno
+        while filled < zeros and err == 0:
+            chunk = min(<int64_t>sizeof(_ZEROS), zeros - filled)
+            err = _pwrite_all(fd, _ZEROS, <size_t>chunk, filled)
+            filled += chunk
+        if err == 0 and zeros > 0 and fsync(fd) != 0:
+            err = errno
+        if err != 0:
+            close(fd)
+            return err
+        out[0] = fd
+        return 0
+
+    cdef int _seal_segment(self, int fd, int64_t number, int64_t size,
+                           int64_t zeroed) noexcept nogil:
+        """Cut the zero tail, fsync, close, rename to ``.sealed``, fsync the folder."""
+        cdef int err = 0
+        if zeroed > size and ftruncate(fd, size) != 0:
+            err = errno  # the zero-filled tail goes; a sealed segment is its lines only
+        if err == 0 and fsync(fd) != 0:
+            err = errno
+        close(fd)
+        if err == 0:
+            snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
+                     <long long>number)
+            snprintf(self._sealed_path, PATH_MAX, "%s/%08lld.sealed", self._folder_c,
+                     <long long>number)
+            if rename(self._open_path, self._sealed_path) != 0:
+                err = errno
+        if err == 0:
+            err = _fsync_path(self._folder_c)
+        return err
 
     cdef void _wake(self) noexcept nogil:
         cdef uint64_t one = 1
@@ -304,15 +482,10 @@ cdef class SpoolWriter:
         if self._failure != 0:
             return
         if self._fd < 0:
-            self._segment_no += 1
-            snprintf(self._open_path, PATH_MAX, "%s/%08lld.open", self._folder_c,
-                     <long long>self._segment_no)
-            self._fd = c_open(self._open_path, O_WRONLY | O_CREAT, 0o644)
+            self._take_segment()
             if self._fd < 0:
-                self._failure = errno
-                return
+                return  # the rotator failed: _failure says why
             self._segment_bytes = 0
-            self._zeroed = 0
             self._segment_opened = _now_ns()
         err = self._zero_ahead(self._segment_bytes + <int64_t>size) if self._strict else 0
         if err == 0:
@@ -343,23 +516,3 @@ cdef class SpoolWriter:
         if fsync(self._fd) != 0:
             return errno
         return 0
-
-    cdef void _seal(self) noexcept nogil:
-        cdef int err = 0
-        if self._zeroed > self._segment_bytes and ftruncate(self._fd, self._segment_bytes) != 0:
-            err = errno  # the zero-filled tail goes; a sealed segment is its lines only
-        if err == 0 and fsync(self._fd) != 0:
-            err = errno
-        close(self._fd)
-        self._fd = -1
-        if err == 0:
-            snprintf(self._sealed_path, PATH_MAX, "%s/%08lld.sealed", self._folder_c,
-                     <long long>self._segment_no)
-            if rename(self._open_path, self._sealed_path) != 0:
-                err = errno
-        if err == 0:
-            err = _fsync_path(self._folder_c)
-        if err != 0 and self._failure == 0:
-            self._failure = err
-            return
-        self._sealed += 1

@@ -69,7 +69,7 @@ def test_strict_wakes_the_loop_once_durable(name: str, tmp_path: Path) -> None:
         assert writer.durable >= number
         opened = (tmp_path / "00000001.open").read_bytes()  # on disk, not sealed:
         assert opened.rstrip(b"\0") == b"one\n"  # the line, then the zeros filled ahead
-        assert len(opened) > 1 << 20
+        assert len(opened) >= 256 * 1024  # zero-filled by the rotator, ahead of need
     finally:
         writer.stop()
         thread.join(10)
@@ -81,8 +81,11 @@ def test_strict_wakes_the_loop_once_durable(name: str, tmp_path: Path) -> None:
 def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> None:
     folder = tmp_path / "gone"
     folder.mkdir()
-    writer, thread, wake = start(WRITERS[name], folder, True)
-    shutil.rmtree(folder)  # the disk went away under it
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    writer = WRITERS[name](folder, True, 0.01, 0.05, 1 << 20, wake)
+    shutil.rmtree(folder)  # the disk went away before a segment could be made
+    thread = threading.Thread(target=writer.run)
+    thread.start()
     try:
         writer.append(b"lost\n")
         writer.kick()
@@ -94,6 +97,42 @@ def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> N
         writer.stop()
         thread.join(10)
         os.close(wake)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
+def test_a_failed_rotation_stops_what_follows_from_counting(name: str, tmp_path: Path) -> None:
+    """The folder goes while a segment is open: the rotator cannot make the next one,
+    and from then on no record counts as durable (strict answers are refused)."""
+    folder = tmp_path / "spool"
+    folder.mkdir()
+    writer, thread, wake = start(WRITERS[name], folder, True, seal=0.05)
+    try:
+        first = writer.append(b"first\n")
+        writer.kick()
+        deadline = time.monotonic() + 5
+        while writer.durable < first and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert writer.durable == first and writer.failure is None
+        for path in folder.iterdir():  # the open segment and the one prepared after it
+            path.unlink()
+        folder.rmdir()
+        deadline = time.monotonic() + 5
+        while writer.failure is None and time.monotonic() < deadline:
+            writer.append(b"more\n")  # seals come every 0.05 s; the next segment fails
+            writer.kick()
+            time.sleep(0.01)
+        assert writer.failure == os.strerror(2)
+        durable = writer.durable
+        writer.append(b"after\n")
+        writer.kick()
+        time.sleep(0.1)
+        assert writer.durable == durable < writer.appended
+    finally:
+        writer.stop()
+        thread.join(10)
+        os.close(wake)
+    assert not thread.is_alive()
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
