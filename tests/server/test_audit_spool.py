@@ -141,3 +141,34 @@ def test_a_waited_on_record_does_not_wait_for_a_relaxed_batch(
     asyncio.run(run())
     records = [r for r in _spooled(next(tmp_path.iterdir())) if r.get("kind") != "genesis"]
     assert [r["decision_id"] for r in records] == ["shadow", "answer"]
+
+
+def test_a_segment_reads_back_each_records_decided_rows(tmp_path: Path) -> None:
+    """Scored, failed and plain records in one segment: the shipper parses the scored
+    ones' outputs together and still gives each record its own rows."""
+    from server.audit_spool import AuditLog
+
+    async def run() -> None:
+        log = AuditLog(tmp_path, b"k" * 32, "relaxed", seal_seconds=0.05)
+        log.start()
+        log.submit(lambda: _entry(decision_id="scored", score_output="score", threshold=0.5))
+        log.submit(lambda: _entry(decision_id="failed", status="INTERNAL", outputs={},
+                                  score_output="score", threshold=0.5))
+        log.submit(lambda: _entry(decision_id="plain", rows=2,
+                                  outputs={"score": np.array([[0.3], [0.7]], np.float32)}))
+        log.submit(lambda: _entry(decision_id="high", threshold=0.2, score_output="score",
+                                  outputs={"score": np.array([[0.3], [0.1], [0.2]],
+                                                             np.float32)}))
+        await asyncio.to_thread(log.stop)
+
+    asyncio.run(run())
+    decided = {r["decision_id"]: r["decided"] for r in _spooled(next(tmp_path.iterdir()))
+               if r.get("kind") != "genesis"}
+    assert decided == {
+        "scored": [(0, pytest.approx(0.1), "false"), (1, pytest.approx(0.9), "true"),
+                   (2, 0.5, "true")],
+        "failed": [],
+        "plain": [(0, None, None), (1, None, None)],
+        "high": [(0, pytest.approx(0.3), "true"), (1, pytest.approx(0.1), "false"),
+                 (2, pytest.approx(0.2), "true")],
+    }
