@@ -59,8 +59,8 @@ def decode_infer_request(
             raise InvalidInput(
                 f"input '{name}': unknown datatype '{tensor.datatype}'"
             ) from None
-        shape = tuple(int(d) for d in tensor.shape)
-        if any(d < 0 for d in shape):
+        shape = tuple(tensor.shape)  # int64 dims: Python ints already
+        if shape and min(shape) < 0:
             raise InvalidInput(f"input '{name}': shape {list(shape)} has a negative dimension")
         has_typed = tensor.HasField("contents") and tensor.contents.ByteSize() > 0
         if raw and has_typed:
@@ -94,20 +94,23 @@ def decode_infer_request(
             assert dt.contents_field is not None  # refused above
             data = from_contents(getattr(tensor.contents, dt.contents_field), dt, shape, name)
         inputs.append(InputTensor(name, dt.name, shape, data))
-    for out in request.outputs:
+    outputs = request.outputs
+    for out in outputs:
         _check_no_shared_memory(out.parameters, f"output '{out.name}'")
         if "classification" in out.parameters:
             raise Unsupported(
                 f"output '{out.name}' asks for classification, an extension Osprey does not "
                 f"implement"
             )
+    parameters = request.parameters
     return InferenceRequest(
         model_name=request.model_name,
         model_version=request.model_version,
         id=request.id,
         inputs=tuple(inputs),
-        requested_outputs=tuple(o.name for o in request.outputs),
-        parameters={k: parameter_value(v) for k, v in request.parameters.items()},
+        requested_outputs=tuple(o.name for o in outputs) if outputs else (),
+        parameters={k: parameter_value(v) for k, v in parameters.items()} if parameters
+        else {},
         deadline=deadline,
         received_ns=received,
         caller=caller,

@@ -104,7 +104,10 @@ class Caller:
 NO_CALLER = Caller()
 
 
-@dataclass(frozen=True)
+# One of each per request: plain slotted dataclasses, not frozen ones (a frozen
+# dataclass sets each field through object.__setattr__: 2.4 against 0.9 µs for nine
+# fields). Nothing changes them after they are built.
+@dataclass(slots=True)
 class InferenceRequest:
     """One ModelInfer call, decoded."""
 
@@ -119,9 +122,7 @@ class InferenceRequest:
     caller: Caller = NO_CALLER
 
 
-
-
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class OutputTensor:
     name: str
     datatype: str
@@ -129,7 +130,7 @@ class OutputTensor:
     data: np.ndarray
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InferenceResult:
     model_name: str
     model_version: str

@@ -13,6 +13,7 @@ only as raw bytes.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,10 +90,7 @@ def from_onnx_type(onnx_type: str) -> Datatype:
 
 
 def element_count(shape: tuple[int, ...] | list[int]) -> int:
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    return count
+    return math.prod(shape)
 
 
 def _utf8(data: bytes, tensor: str, index: int) -> str:

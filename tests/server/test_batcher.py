@@ -53,9 +53,16 @@ def _reference(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
+# The tests of the mechanism raise the "fast" bound: on a slow or busy runner the MLP's
+# execution can take over INLINE_BELOW_NS (100 µs), which is this server's tuning, not
+# what the tests check.
+GENEROUS_NS = 50_000_000
+
+
 def test_lone_fast_requests_run_on_the_loop_and_concurrent_ones_batch_in_the_thread(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: Any,
 ) -> None:
+    monkeypatch.setattr(batcher_module, "INLINE_BELOW_NS", GENEROUS_NS)
     path = write_model(tmp_path, "mlp", mlp_graph(FEATURES), None)
     reference = _reference(path)
     rng = np.random.default_rng(7)
@@ -114,9 +121,12 @@ def test_slow_executions_never_run_on_the_loop(tmp_path: Path, monkeypatch: Any)
     assert all(t != loop_thread for t, _ in runs)
 
 
-def test_a_failing_execution_on_the_loop_fails_only_its_request(tmp_path: Path) -> None:
+def test_a_failing_execution_on_the_loop_fails_only_its_request(
+    tmp_path: Path, monkeypatch: Any,
+) -> None:
     """An execution run on the loop that raises answers its request with the error and
     leaves the batcher serving."""
+    monkeypatch.setattr(batcher_module, "INLINE_BELOW_NS", GENEROUS_NS)
     path = write_model(tmp_path, "mlp", mlp_graph(FEATURES), None)
 
     async def scenario() -> tuple[str, np.ndarray]:
