@@ -20,6 +20,17 @@ os.register_at_fork(after_in_child=lambda: _random.seed(os.urandom(32)))
 
 def uuid7() -> uuid.UUID:
     """A new UUIDv7; monotonic within a process (a 12-bit counter breaks ms ties)."""
+    return uuid.UUID(int=_uuid7_int())
+
+
+def uuid7_str() -> str:
+    """A new UUIDv7 in its canonical text (8-4-4-4-12 lowercase hex), without the
+    ``uuid.UUID`` object in between: one per request (1.8 against 3.1 µs, best of 10)."""
+    h = f"{_uuid7_int():032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _uuid7_int() -> int:
     global _last_ms, _counter
     with _lock:
         ms = time.time_ns() // 1_000_000
@@ -39,4 +50,4 @@ def uuid7() -> uuid.UUID:
     value |= counter << 64
     value |= 0b10 << 62
     value |= rand
-    return uuid.UUID(int=value)
+    return value

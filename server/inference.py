@@ -19,7 +19,7 @@ from native import bytes_codec
 from .audit_entries import audit_failure, audit_refusal, audit_shadow, audit_success
 from .audit_spool import AuditLog
 from .errors import InvalidColumn, InvalidInput, ModelNotReady
-from .ids import uuid7
+from .ids import uuid7_str
 from .loaded_models import LoadedModels, ServedVersion
 from .router import ROUTING_KEY_PARAMETER, routing_key
 from .shadow import ShadowRunner
@@ -172,7 +172,7 @@ class InferenceCore:
         self.audit = audit
 
     async def infer(self, request: InferenceRequest) -> InferenceResult:
-        decision_id = str(uuid7())
+        decision_id = uuid7_str()
         served: ServedVersion | None = None
         try:
             served, shadow, route = self._route(request, decision_id)
@@ -216,7 +216,7 @@ class InferenceCore:
     async def record_refusal(self, request: Any, caller: Caller, exc: BaseException) -> None:
         """Audit a request refused before it could be decoded (its tensors unknown)."""
         if self.audit is not None:
-            await self.audit.record(audit_refusal(request, caller, str(uuid7()), exc))
+            await self.audit.record(audit_refusal(request, caller, uuid7_str(), exc))
 
     def _route(
         self, request: InferenceRequest, decision_id: str
