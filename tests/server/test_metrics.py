@@ -34,3 +34,30 @@ def test_triton_metric_names(server: ServerProcess) -> None:
         if not sample.search(text):
             missing.append(name)
     assert not missing, f"not exposed under Triton's names: {missing}"
+
+
+def test_loop_histograms_expose_what_prometheus_client_histograms_do() -> None:
+    """``HistogramFamily`` (the event loop's plain bucket counts) gives the same
+    ``_bucket`` / ``_count`` / ``_sum`` samples as prometheus-client's ``Histogram`` fed
+    the same values: values on a bucket bound, between bounds, above the last one."""
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from server.metrics import HistogramFamily
+
+    values = [0.0, 0.0001, 0.00011, 0.003, 0.25, 0.26, 7.0, 11.0, 1e9, 3, 2, 4096, 5000]
+    for buckets in ((0.0001, 0.00025, 0.5, 10.0), (1, 2, 4, 4096)):
+        ours, theirs = CollectorRegistry(), CollectorRegistry()
+        family = HistogramFamily("x_seconds", "doc", buckets, ours)
+        reference = Histogram("x_seconds", "doc", ("model", "version"), buckets=buckets,
+                              registry=theirs)
+        for labels in (("a", "1"), ("b", "2")):
+            for v in values if labels[0] == "a" else values[:3]:
+                family.labels(*labels).observe(v)
+                reference.labels(*labels).observe(v)
+
+        def samples(registry: CollectorRegistry) -> list[str]:
+            return sorted(line for line in generate_latest(registry).decode().splitlines()
+                          if line.startswith("x_seconds_") and "_created" not in line)
+
+        assert samples(ours) == samples(theirs)
+        assert any('le="+Inf"' in line for line in samples(ours))
