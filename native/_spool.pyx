@@ -21,7 +21,7 @@ last segment held, and fsynced, since its size changes) and seals each segment t
 writer hands over, in order. The writer only takes the prepared segment and hands
 the full one over, so a group never waits behind the journal commits of a
 rotation (measured with 1-row records every 0.5 ms and segments sealed every
-0.1 s: one group in ~90 waited over 1 ms when the writer rotated by itself).
+0.1 s: one group in 60 to 90 waited over 1 ms when the writer rotated by itself).
 
 A Python thread runs ``run`` so that ``threading`` can join it; ``run`` starts the
 rotator's thread, releases the GIL and holds it again only to join it and return.
