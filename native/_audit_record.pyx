@@ -24,7 +24,7 @@ from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DecodeUTF8
 from libc.math cimport isinf, isnan
 from libc.stdint cimport int64_t, uint64_t
 from libc.stdlib cimport free, malloc, realloc
-from libc.string cimport memcpy
+from libc.string cimport memchr, memcmp, memcpy
 
 import numpy as np
 
@@ -559,16 +559,17 @@ cdef Py_ssize_t _nested_end(const unsigned char* p, Py_ssize_t i, Py_ssize_t n) 
 
 
 cdef object _scalar(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
-    cdef Py_ssize_t k
+    """A JSON literal or number; integers of up to 18 digits without a bytes object."""
+    cdef Py_ssize_t k, length = end - start, first
     cdef bint real = False
-    cdef bytes text = PyBytes_FromStringAndSize(<const char*>p + start, end - start)
-    if text == b"true":
+    cdef long long value = 0
+    if length == 4 and memcmp(p + start, b"true", 4) == 0:
         return True
-    if text == b"false":
+    if length == 5 and memcmp(p + start, b"false", 5) == 0:
         return False
-    if text == b"null":
+    if length == 4 and memcmp(p + start, b"null", 4) == 0:
         return None
-    if end == start:
+    if length == 0:
         raise ValueError(f"audit record: missing value at position {start}")
     for k in range(start, end):
         if p[k] == 46 or p[k] == 101 or p[k] == 69:  # . e E
@@ -576,6 +577,16 @@ cdef object _scalar(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
         elif not (48 <= p[k] <= 57 or p[k] == 45 or (
                 p[k] == 43 and k > start and (p[k - 1] == 101 or p[k - 1] == 69))):
             raise ValueError(f"audit record: bad value at position {start}")
+    if not real:
+        first = start + 1 if p[start] == 45 else start
+        if 0 < end - first <= 18:
+            for k in range(first, end):
+                if p[k] < 48 or p[k] > 57:
+                    break
+                value = value * 10 + (p[k] - 48)
+            else:
+                return -value if first > start else value
+    text = PyBytes_FromStringAndSize(<const char*>p + start, length)
     try:
         return float(text) if real else int(text)
     except ValueError:
@@ -636,3 +647,136 @@ def split(bytes line):
         if i < n and p[i] == 125:
             return _closed(p, i, n, out)
         raise ValueError(f"audit record: expected ',' or '}}' at position {i}")
+
+
+# -- records: a whole segment's lines, the fields the shipper wants, as tuples ---------------
+
+cdef enum:
+    ORDER_SLOTS = 64
+
+
+cdef class _Fields:
+    """The wanted keys as UTF-8, and the order the previous line gave them in (a spool's
+    lines share one layout, so each key is matched at its first comparison)."""
+    cdef tuple names
+    cdef list encoded
+    cdef const char** text
+    cdef Py_ssize_t* length
+    cdef Py_ssize_t count
+    cdef Py_ssize_t order[ORDER_SLOTS]
+
+    def __cinit__(self, tuple names):
+        cdef Py_ssize_t i
+        self.names = names
+        self.count = len(names)
+        self.encoded = [str(name).encode() for name in names]
+        self.text = <const char**>malloc(max(1, self.count) * sizeof(char*))
+        self.length = <Py_ssize_t*>malloc(max(1, self.count) * sizeof(Py_ssize_t))
+        if self.text == NULL or self.length == NULL:
+            raise MemoryError("audit record fields")
+        for i in range(self.count):
+            self.text[i] = PyBytes_AS_STRING(self.encoded[i])
+            self.length[i] = PyBytes_GET_SIZE(self.encoded[i])
+        for i in range(ORDER_SLOTS):
+            self.order[i] = -1
+
+    def __dealloc__(self):
+        free(self.text)
+        free(self.length)
+
+    cdef Py_ssize_t find(self, const unsigned char* key, Py_ssize_t n, Py_ssize_t position):
+        """The index of the key ``key[:n]`` (unescaped UTF-8), or -1."""
+        cdef Py_ssize_t i
+        if position < ORDER_SLOTS:
+            i = self.order[position]
+            if i >= 0 and self.length[i] == n and memcmp(self.text[i], key, n) == 0:
+                return i
+        for i in range(self.count):
+            if self.length[i] == n and memcmp(self.text[i], key, n) == 0:
+                if position < ORDER_SLOTS:
+                    self.order[position] = i
+                return i
+        return -1
+
+
+cdef tuple _record(const unsigned char* p, Py_ssize_t n, _Fields fields):
+    """One line as the tuple of ``fields`` (None where a key is absent); every value
+    is read and checked, wanted or not, as ``split`` reads it."""
+    cdef list values = [None] * fields.count
+    cdef Py_ssize_t i, start, end, slot, position = 0
+    cdef bint escaped
+    i = _skip(p, 0, n)
+    if i >= n or p[i] != 123:
+        raise ValueError(f"audit record: expected '{{' at position {i}")
+    i = _skip(p, i + 1, n)
+    if i < n and p[i] == 125:
+        _closed(p, i, n, None)
+        return tuple(values)
+    while True:
+        if i >= n or p[i] != 34:
+            raise ValueError(f"audit record: expected a key at position {i}")
+        escaped = False
+        end = _string_end(p, i, n, &escaped)
+        if escaped:
+            key = _string(p, i, end, True)
+            slot = fields.names.index(key) if key in fields.names else -1
+        else:
+            slot = fields.find(p + i + 1, end - i - 2, position)
+            if slot < 0:
+                _string(p, i, end, False)  # still UTF-8, as split would find
+        position += 1
+        i = _skip(p, end, n)
+        if i >= n or p[i] != 58:  # :
+            raise ValueError(f"audit record: expected ':' at position {i}")
+        i = _skip(p, i + 1, n)
+        if i >= n:
+            raise ValueError(f"audit record: missing value at position {i}")
+        start = i
+        if p[i] == 34:
+            escaped = False
+            end = _string_end(p, i, n, &escaped)
+            value = _string(p, start, end, escaped)
+        elif p[i] == 123 or p[i] == 91:
+            end = _nested_end(p, i, n)
+            value = PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)
+        else:
+            end = i
+            while end < n and p[end] != 44 and p[end] != 125 and p[end] != 93 and not (
+                    p[end] == 32 or p[end] == 9 or p[end] == 10 or p[end] == 13):
+                end += 1
+            value = _scalar(p, start, end)
+        if slot >= 0:
+            values[slot] = value
+        i = _skip(p, end, n)
+        if i < n and p[i] == 44:  # ,
+            i = _skip(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            _closed(p, i, n, None)
+            return tuple(values)
+        raise ValueError(f"audit record: expected ',' or '}}' at position {i}")
+
+
+def records(bytes data, tuple fields):
+    """See ``native.audit_record_py.records``: the same tuples for every segment."""
+    cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef Py_ssize_t start = 0, end, line = 0
+    cdef const unsigned char* newline
+    cdef _Fields wanted = _Fields(fields)
+    cdef list out = []
+    while n > 0 and p[n - 1] == 0:
+        n -= 1
+    while start < n:
+        newline = <const unsigned char*>memchr(p + start, 10, n - start)
+        end = newline - p if newline != NULL else n
+        line += 1
+        if end > start:
+            try:
+                out.append(_record(p + start, end - start, wanted))
+            except ValueError as exc:
+                if newline == NULL:  # the last line, cut short by a crash
+                    return out, end - start
+                raise ValueError(f"line {line}: {exc}") from None
+        start = end + 1
+    return out, 0

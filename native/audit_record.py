@@ -15,14 +15,14 @@ from .audit_record_py import iso_time
 EXTENSION_LOADED = False
 if os.environ.get("OSPREY_NO_EXTENSIONS") != "1":
     try:
-        from ._audit_record import encode, f32_repr, split
+        from ._audit_record import encode, f32_repr, records, split
 
         EXTENSION_LOADED = True
     except ImportError:
         encode, f32_repr = audit_record_py.encode, audit_record_py.f32_repr
-        split = audit_record_py.split
+        records, split = audit_record_py.records, audit_record_py.split
 else:
     encode, f32_repr = audit_record_py.encode, audit_record_py.f32_repr
-    split = audit_record_py.split
+    records, split = audit_record_py.records, audit_record_py.split
 
-__all__ = ["EXTENSION_LOADED", "encode", "f32_repr", "iso_time", "split"]
+__all__ = ["EXTENSION_LOADED", "encode", "f32_repr", "iso_time", "records", "split"]

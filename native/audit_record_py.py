@@ -175,6 +175,28 @@ def split(line: bytes) -> dict[str, Any]:
         raise ValueError(f"audit record: expected ',' or '}}' at position {i}")
 
 
+def records(data: bytes, fields: tuple[str, ...]) -> tuple[list[tuple[Any, ...]], int]:
+    """Every line of a spool segment as the tuple of ``fields``, read as ``split``
+    reads it (None where a line has no such key), and the length of a torn last line
+    (0 if none). Zero bytes after the data (a strict segment's fill) are not lines;
+    nor are empty ones. A last line without its newline that does not read is torn
+    (a crash cut it short); any other bad line is a ValueError naming its number."""
+    data = data.rstrip(b"\0")
+    lines = data.split(b"\n")
+    out: list[tuple[Any, ...]] = []
+    for number, line in enumerate(lines, 1):
+        if not line:
+            continue
+        try:
+            values = split(line)
+        except ValueError as exc:
+            if number == len(lines):
+                return out, len(line)
+            raise ValueError(f"line {number}: {exc}") from None
+        out.append(tuple(values.get(name) for name in fields))
+    return out, 0
+
+
 def _skip(text: str, i: int) -> int:
     while i < len(text) and text[i] in _WHITESPACE:
         i += 1

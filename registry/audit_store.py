@@ -17,8 +17,6 @@ that disagree with the (chained) request they belong to.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import operator
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,82 +41,58 @@ def _time(text: str) -> dt.datetime:
     return dt.datetime.fromisoformat(text)
 
 
-def load(session: Session, lines: list[dict[str, Any]]) -> int:
-    """Insert spooled records (genesis lines and requests); returns requests given."""
-    streams = [line for line in lines if line.get("kind") == "genesis"]
-    requests = [line for line in lines if line.get("kind") != "genesis"]
-    if streams:
-        session.execute(_insert(session, AuditStream).on_conflict_do_nothing(), [
-            {"id": g["stream_id"], "host": g["host"], "pid": g["pid"],
-             "started_at": _time(g["started_at"]), "key_id": g["key_id"],
-             "genesis_chain": ""} for g in streams
-        ])
-    if requests:
-        _bulk_insert(session, requests)
-        heads: dict[str, dict[str, Any]] = {}
-        for r in requests:
-            if r["stream_id"] not in heads or r["seq"] > heads[r["stream_id"]]["seq"]:
-                heads[r["stream_id"]] = r
-        session.execute(_insert(session, AuditCheckpoint), [
-            {"stream_id": s, "seq": r["seq"], "chain": r["chain"], "at": dt.datetime.now(dt.UTC),
-             "kind": "ship", "actor": SHIPPER, "reason": ""} for s, r in heads.items()
-        ])
-    return len(requests)
-
-
 REQUEST_COLUMNS = (*CHAINED_FIELDS, "chain")
 DECISION_COLUMNS = ("decision_id", "row_index", "route", "at", "model", "version", "status",
                     "score", "decision")
-_JSON_COLUMNS = {"inputs", "outputs"}
+_REQUEST_AT, _DECISION_AT = REQUEST_COLUMNS.index("at"), DECISION_COLUMNS.index("at")
 
 
-def _rows(records: list[dict[str, Any]], columns: tuple[str, ...],
-          at: Any) -> list[tuple[Any, ...]]:
-    """Each record as the tuple of ``columns`` (``at`` converts the time; inputs and
-    outputs as compact JSON text: kept as the shipper read them where they are text
-    already), built with one getter per table, not per field."""
-    get = operator.itemgetter(*columns)
-    at_index = columns.index("at")
-    json_indexes = [i for i, c in enumerate(columns) if c in _JSON_COLUMNS]
-    dumps = json.JSONEncoder(separators=(",", ":")).encode
-    rows = []
-    for record in records:
-        row = list(get(record))
-        row[at_index] = at(row[at_index])
-        for i in json_indexes:
-            if not isinstance(row[i], str):
-                row[i] = dumps(row[i])
-        rows.append(tuple(row))
-    return rows
+@dataclass
+class AuditBatch:
+    """Spooled records as ``load`` inserts them (``server.audit_shipper.read_segment``
+    reads a segment into one): genesis records as dicts, requests as tuples of
+    REQUEST_COLUMNS and their decided rows as tuples of DECISION_COLUMNS, times as the
+    writer wrote them (ISO 8601 with an offset), inputs and outputs as JSON text."""
+
+    streams: list[dict[str, Any]] = field(default_factory=list)
+    requests: list[tuple[Any, ...]] = field(default_factory=list)
+    decisions: list[tuple[Any, ...]] = field(default_factory=list)
 
 
-def _decision_rows(requests: list[dict[str, Any]], at: Any) -> list[tuple[Any, ...]]:
-    """The ``audit_decisions`` rows (DECISION_COLUMNS) of the requests' ``decided``
-    (row index, score, decision) triples; what a request's rows share is read, and its
-    time converted, once per request."""
-    rows: list[tuple[Any, ...]] = []
-    for r in requests:
-        decided = r.get("decided")
-        if decided:
-            did, route, when = r["decision_id"], r["route"], at(r["at"])
-            model, version, status = r["model"], r["version"], r["status"]
-            rows.extend([(did, i, route, when, model, version, status, score, decision)
-                         for i, score, decision in decided])
-    return rows
+def load(session: Session, batch: AuditBatch) -> int:
+    """Insert a batch of spooled records; returns the requests given."""
+    if batch.streams:
+        session.execute(_insert(session, AuditStream).on_conflict_do_nothing(), [
+            {"id": g["stream_id"], "host": g["host"], "pid": g["pid"],
+             "started_at": _time(g["started_at"]), "key_id": g["key_id"],
+             "genesis_chain": ""} for g in batch.streams
+        ])
+    if batch.requests:
+        _bulk_insert(session, batch)
+        heads: dict[str, tuple[int, str]] = {}
+        for stream_id, seq, *_, chain in batch.requests:
+            if stream_id not in heads or seq > heads[stream_id][0]:
+                heads[stream_id] = (seq, chain)
+        session.execute(_insert(session, AuditCheckpoint), [
+            {"stream_id": s, "seq": seq, "chain": chain, "at": dt.datetime.now(dt.UTC),
+             "kind": "ship", "actor": SHIPPER, "reason": ""}
+            for s, (seq, chain) in heads.items()
+        ])
+    return len(batch.requests)
 
 
-def _bulk_insert(session: Session, requests: list[dict[str, Any]]) -> None:
+def _bulk_insert(session: Session, batch: AuditBatch) -> None:
     """Requests and their decision rows, skipping any already there: ``executemany`` on
-    the raw SQLite connection, ``COPY`` into a temporary table then one ``INSERT … ON
-    CONFLICT DO NOTHING`` on PostgreSQL (no per-row SQLAlchemy work)."""
+    the raw SQLite connection (times converted to the text SQLAlchemy stores), ``COPY``
+    into a temporary table then one ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL
+    (times as written: ``timestamptz`` reads them). No per-row SQLAlchemy work."""
     raw = session.connection().connection.driver_connection
     assert raw is not None
     if session.get_bind().dialect.name == "postgresql":
         with raw.cursor() as cur:
-            for table, columns, rows in (
-                ("audit_requests", REQUEST_COLUMNS, _rows(requests, REQUEST_COLUMNS, _time)),
-                ("audit_decisions", DECISION_COLUMNS, _decision_rows(requests, _time)),
-            ):
+            for table, columns, rows in (("audit_requests", REQUEST_COLUMNS, batch.requests),
+                                         ("audit_decisions", DECISION_COLUMNS,
+                                          batch.decisions)):
                 if not rows:
                     continue
                 staging = f"{table}_incoming"
@@ -132,13 +106,18 @@ def _bulk_insert(session: Session, requests: list[dict[str, Any]]) -> None:
                             "ON CONFLICT DO NOTHING")
         return
     for table, columns, rows in (
-        ("audit_requests", REQUEST_COLUMNS, _rows(requests, REQUEST_COLUMNS, _sqlite_time)),
-        ("audit_decisions", DECISION_COLUMNS, _decision_rows(requests, _sqlite_time)),
+        ("audit_requests", REQUEST_COLUMNS, _sqlite_times(batch.requests, _REQUEST_AT)),
+        ("audit_decisions", DECISION_COLUMNS, _sqlite_times(batch.decisions, _DECISION_AT)),
     ):
         if rows:
             marks = ", ".join("?" * len(columns))
             raw.executemany(
                 f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+
+
+def _sqlite_times(rows: list[tuple[Any, ...]], index: int) -> list[tuple[Any, ...]]:
+    convert = _sqlite_time
+    return [(*row[:index], convert(row[index]), *row[index + 1:]) for row in rows]
 
 
 def _sqlite_time(text: str) -> str:

@@ -31,8 +31,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from native.audit_record import split
+from native.audit_record import records
 from registry import audit_store
+from registry.audit_store import REQUEST_COLUMNS, AuditBatch
 from registry.db import Database
 
 from .audit_spool import OPEN, SEALED, decided_rows
@@ -46,41 +47,62 @@ LOCK_FILE = ".shipper.lock"
 STATUS_FILE = ".shipper.json"
 
 
-def read_segment(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a segment (a torn last line is left out; an open strict
-    segment ends in the zeros it was filled with ahead of the data), each request's
-decided rows under ``"decided"`` as (row index, score, decision). Tensors stay the
-    JSON text the writer wrote (``native.audit_record.split``); only the outputs of
-    records whose version declares a score or a decision are parsed, all of a
-    segment's in one ``json.loads`` (one call per record cost more than the parse)."""
-    data = path.read_bytes().rstrip(b"\0")
-    lines = data.split(b"\n")
-    out = []
-    scored: list[tuple[dict[str, Any], tuple[Any, Any, Any]]] = []
-    for i, line in enumerate(lines):
-        if not line:
+# The keys the shipper reads from a spool line: a request's columns, the version's
+# declared score and decision (not chained, not stored), and a genesis line's own.
+FIELDS = (*REQUEST_COLUMNS, "declared", "kind", "host", "pid", "started_at", "key_id")
+_REQUEST = len(REQUEST_COLUMNS)
+_DECLARED_AT, _KIND = FIELDS.index("declared"), FIELDS.index("kind")
+_DECISION_ID, _AT, _MODEL, _VERSION, _ROUTE, _ROWS, _STATUS, _OUTPUTS = (
+    REQUEST_COLUMNS.index(name) for name in (
+        "decision_id", "at", "model", "version", "route", "rows", "status", "outputs"))
+
+
+def read_segment(path: Path) -> AuditBatch:
+    """The complete lines of a segment as ``audit_store.load`` inserts them (a torn
+    last line is left out; an open strict segment ends in the zeros it was filled
+    with ahead of the data). ``native.audit_record.records`` reads every line in one
+    call, tensors as the JSON text the writer wrote; only the outputs of records whose
+    version declares a score or a decision are parsed, all of a segment's in one
+    ``json.loads`` (one call per record cost more than the parse)."""
+    try:
+        rows, torn = records(path.read_bytes(), FIELDS)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    if torn:
+        log.warning("%s: ignoring a torn last line (%d bytes)", path, torn)
+    batch = AuditBatch()
+    requests, decisions = batch.requests, batch.decisions
+    scored: list[tuple[tuple[Any, ...], tuple[Any, Any, Any]]] = []
+    for row in rows:
+        if row[_KIND] == "genesis":
+            batch.streams.append(dict(zip(FIELDS, row, strict=True)))
             continue
-        try:
-            record = split(line)
-        except ValueError:
-            if i == len(lines) - 1:  # the last line, cut short by a crash
-                log.warning("%s: ignoring a torn last line (%d bytes)", path, len(line))
-                continue
-            raise
-        declared = _declared(record.pop("declared", None))
-        if record.get("kind") != "genesis":
-            if (declared[0] or declared[1]) and record["status"] == "OK":
-                scored.append((record, declared))
-            else:
-                record["decided"] = decided_rows(record["rows"], record["status"], {},
-                                                 *declared)
-        out.append(record)
+        request = row[:_REQUEST]
+        requests.append(request)
+        if request[_STATUS] != "OK":
+            continue  # a failed request decided nothing
+        declared = _declared(row[_DECLARED_AT])
+        if declared[0] or declared[1]:
+            scored.append((request, declared))
+        else:  # a plain model: its rows, without score or decision
+            decisions.extend(_decision_rows(request, [(i, None, None) for i in range(
+                request[_ROWS])]))
     if scored:
-        outputs = json.loads("[" + ",".join([r["outputs"] for r, _ in scored]) + "]")
-        for (record, declared), parsed in zip(scored, outputs, strict=True):
-            record["decided"] = decided_rows(record["rows"], record["status"], parsed,
-                                             *declared)
-    return out
+        outputs = json.loads("[" + ",".join([r[_OUTPUTS] for r, _ in scored]) + "]")
+        for (request, declared), parsed in zip(scored, outputs, strict=True):
+            decisions.extend(_decision_rows(request, decided_rows(
+                request[_ROWS], "OK", parsed, *declared)))
+    return batch
+
+
+def _decision_rows(request: tuple[Any, ...], decided: list[tuple[int, Any, Any]]
+                   ) -> list[tuple[Any, ...]]:
+    """``audit_decisions`` rows (DECISION_COLUMNS) of one request's (row index, score,
+    decision) triples."""
+    did, route, at = request[_DECISION_ID], request[_ROUTE], request[_AT]
+    model, version, status = request[_MODEL], request[_VERSION], request[_STATUS]
+    return [(did, i, route, at, model, version, status, score, decision)
+            for i, score, decision in decided]
 
 
 _DECLARED: dict[str, tuple[Any, Any, Any]] = {}
@@ -179,9 +201,9 @@ class SpoolShipper:
         return True
 
     def _ship(self, segment: Path) -> None:
-        lines = read_segment(segment)
+        batch = read_segment(segment)
         with self.db.write() as session:
-            self.shipped += audit_store.load(session, lines)
+            self.shipped += audit_store.load(session, batch)
         segment.unlink()
 
     def publish(self, reachable: bool) -> None:

@@ -199,3 +199,63 @@ def test_split_refuses_every_torn_line_and_bad_values(name: str, tmp_path: Path)
                 b'[1]', b'{"a":"x\x01"}', b'{"a":1 "b":2}', b'{a:1}'):
         with pytest.raises(ValueError, match="audit record"):
             split(bad)
+
+
+# -- records: a whole segment read into the tuples the shipper loads -----------------------
+
+READERS = {"kernel": _audit_record.records, "twin": audit_record_py.records}
+FIELDS = ("seq", "decision_id", "inputs", "outputs", "latency_us", "queue_us", "declared",
+          "not_in_any_line", "version")
+
+
+def _expected(lines: list[bytes], fields: tuple[str, ...]) -> list[tuple[object, ...]]:
+    return [tuple(audit_record_py.split(line).get(f) for f in fields) for line in lines]
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_records_reads_every_line_as_split_does_in_the_fields_order(
+    name: str, tmp_path: Path
+) -> None:
+    lines = _lines(tmp_path, 40)
+    segment = b"\n".join(lines) + b"\n"
+    rows, torn = READERS[name](segment, FIELDS)
+    assert torn == 0
+    assert rows == _expected(lines, FIELDS)
+    for row, line in zip(rows, lines, strict=True):  # the same types, the exact text
+        assert [type(v) for v in row] == [type(v) for v in _expected([line], FIELDS)[0]]
+        assert row[2].encode() in line and row[3].encode() in line  # type: ignore[union-attr]
+
+
+def test_records_kernel_and_twin_agree_on_odd_segments() -> None:
+    segments = [
+        b"", b"\n\n", bytes(100), b'{}\n{"seq":1}',
+        b'{"seq":1,"seq":2}\n',  # a repeated key: the last one, as json reads it
+        b'{"s\\u0065q":3,"version":null,"declared":[1,{"a":"]"}]}\n',  # an escaped key
+        b'{"latency_us":-12,"queue_us":123456789012345678901234,"version":1e2}\n',
+        b' { "seq" : 7 , "decision_id" : "\xc3\xa9\\n" } \n{"inputs":{}}\n' + bytes(9),
+        b'{"version":-0,"seq":18446744073709551616,"queue_us":999999999999999999}\n',
+    ]
+    for segment in segments:
+        assert _audit_record.records(segment, FIELDS) == audit_record_py.records(
+            segment, FIELDS), segment
+
+
+@pytest.mark.parametrize("name", sorted(READERS))
+def test_records_leaves_out_a_torn_last_line_and_refuses_a_bad_one_before_it(
+    name: str, tmp_path: Path
+) -> None:
+    read = READERS[name]
+    lines = _lines(tmp_path, 3)
+    whole = b"\n".join(lines[:2]) + b"\n"
+    for cut in (1, 17, len(lines[2]) // 2, len(lines[2]) - 1):  # a crash cut the last write
+        for fill in (b"", bytes(4096)):  # a strict segment's zeros after the data
+            rows, torn = read(whole + lines[2][:cut] + fill, FIELDS)
+            assert rows == _expected(lines[:2], FIELDS) and torn == cut
+    rows, torn = read(whole + lines[2], FIELDS)  # complete, only its newline missing
+    assert rows == _expected(lines, FIELDS) and torn == 0
+    with pytest.raises(ValueError, match=r"line 2: audit record: .* at position"):
+        read(lines[0] + b"\n" + lines[1][:50] + b"\n" + lines[2] + b"\n", FIELDS)
+    with pytest.raises(ValueError, match="line 1: audit record: bad value"):
+        read(b'{"seq":tru}\n', FIELDS)
+    with pytest.raises(ValueError, match="line 3: audit record: data after the object"):
+        read(b'{"seq":1}\n\n{"seq":2}x\n{"seq":3}', FIELDS)

@@ -15,6 +15,7 @@ from sqlalchemy import insert, select, text
 
 from registry import audit_store
 from registry.audit_chain import load_key
+from registry.audit_store import REQUEST_COLUMNS
 from registry.db import Database
 from registry.models import AuditCheckpoint, AuditDecision, AuditRequest
 from server.audit_shipper import SpoolShipper, read_segment
@@ -81,10 +82,11 @@ def test_records_reach_sql_with_their_decisions(db: Database, key: bytes, tmp_pa
 def test_shipping_twice_changes_nothing(db: Database, key: bytes, tmp_path: Path) -> None:
     log = write(tmp_path / "spool", key, [entry(2) for _ in range(5)])
     segments = sorted(log.folder.iterdir())
-    lines = [line for seg in segments for line in read_segment(seg)]
+    batches = [read_segment(seg) for seg in segments]
     for _ in range(2):  # a crash between commit and delete ships a segment again
         with db.write() as s:
-            audit_store.load(s, lines)
+            for batch in batches:
+                audit_store.load(s, batch)
     with db.read() as s:
         assert len(s.scalars(select(AuditRequest)).all()) == 5
         assert len(s.scalars(select(AuditDecision)).all()) == 10
@@ -328,7 +330,10 @@ def test_an_open_segment_torn_inside_its_zero_fill_reads_its_whole_lines(
     """A strict segment left open by a crash: whole lines, a torn one, then the zeros
     it was filled with ahead of the data."""
     segment = tmp_path / "00000001.open"
-    segment.write_bytes(b'{"kind":"genesis"}\n{"a":1,"rows":0,"status":"OK","outputs":{}}\n'
-                        b'{"a":2,"ro' + bytes(4096))
-    lines = read_segment(segment)
-    assert [line.get("kind", line.get("a")) for line in lines] == ["genesis", 1]
+    segment.write_bytes(b'{"kind":"genesis","stream_id":"s"}\n'
+                        b'{"decision_id":"1","rows":0,"status":"OK","outputs":{}}\n'
+                        b'{"decision_id":"2","ro' + bytes(4096))
+    batch = read_segment(segment)
+    assert [g["stream_id"] for g in batch.streams] == ["s"]
+    assert [r[REQUEST_COLUMNS.index("decision_id")] for r in batch.requests] == ["1"]
+    assert batch.decisions == []

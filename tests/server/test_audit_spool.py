@@ -63,9 +63,12 @@ def test_decisions_follow_the_declared_score_and_threshold() -> None:
 
 
 def _spooled(folder: Path) -> list[dict[str, object]]:
+    """The spooled requests, oldest first, as the shipper reads them."""
+    from registry.audit_store import REQUEST_COLUMNS
     from server.audit_shipper import read_segment
 
-    return [r for p in sorted(folder.iterdir()) for r in read_segment(p)]
+    return [dict(zip(REQUEST_COLUMNS, r, strict=True)) for p in sorted(folder.iterdir())
+            for r in read_segment(p).requests]
 
 
 def test_a_record_that_cannot_be_built_refuses_its_answer_and_leaves_no_gap(
@@ -162,8 +165,16 @@ def test_a_segment_reads_back_each_records_decided_rows(tmp_path: Path) -> None:
         await asyncio.to_thread(log.stop)
 
     asyncio.run(run())
-    decided = {r["decision_id"]: r["decided"] for r in _spooled(next(tmp_path.iterdir()))
-               if r.get("kind") != "genesis"}
+    from server.audit_shipper import read_segment
+
+    decided: dict[str, list[tuple[object, ...]]] = {
+        r["decision_id"]: [] for r in _spooled(next(tmp_path.iterdir()))}  # type: ignore[misc]
+    at = {r["decision_id"]: r["at"] for r in _spooled(next(tmp_path.iterdir()))}
+    for segment in sorted(next(tmp_path.iterdir()).iterdir()):
+        for did, i, route, when, model, _version, status, score, decision in read_segment(
+                segment).decisions:
+            assert (route, when, model, status) == ("stable", at[did], "m", "OK")
+            decided[did].append((i, score, decision))
     assert decided == {
         "scored": [(0, pytest.approx(0.1), "false"), (1, pytest.approx(0.9), "true"),
                    (2, 0.5, "true")],
