@@ -39,10 +39,6 @@ cdef extern from "Python.h":
     int Py_DTSF_ADD_DOT_0
 
 
-cdef extern from "<stdio.h>" nogil:
-    int snprintf(char* out, size_t size, const char* fmt, ...)
-
-
 cdef extern from *:
     """
     #include <stdint.h>
@@ -260,16 +256,33 @@ cdef int _put_str(Buf* b, str text) except -1:
     return 0
 
 
-cdef int _put_int(Buf* b, long long value) except -1:
-    cdef char tmp[24]
-    cdef int n = snprintf(tmp, 24, "%lld", value)
-    return _put(b, tmp, n)
-
-
 cdef int _put_uint(Buf* b, unsigned long long value) except -1:
+    """Decimal digits, written backwards into a scratch buffer (no printf: its format
+    parsing cost more than the digits)."""
     cdef char tmp[24]
-    cdef int n = snprintf(tmp, 24, "%llu", value)
-    return _put(b, tmp, n)
+    cdef int i = 24
+    while True:
+        i -= 1
+        tmp[i] = <char>(48 + value % 10)
+        value //= 10
+        if value == 0:
+            break
+    return _put(b, tmp + i, 24 - i)
+
+
+cdef int _put_int(Buf* b, long long value) except -1:
+    if value < 0:
+        _putc(b, b'-')
+        return _put_uint(b, <unsigned long long>0 - <unsigned long long>value)
+    return _put_uint(b, <unsigned long long>value)
+
+
+cdef inline void _digits(char* out, int64_t value, int width) noexcept:
+    """``value`` (0 <= value < 10^width) as exactly ``width`` digits."""
+    cdef int i
+    for i in range(width - 1, -1, -1):
+        out[i] = <char>(48 + value % 10)
+        value //= 10
 
 
 cdef int _put_double(Buf* b, double value) except -1:
@@ -319,15 +332,19 @@ cdef int _put_time(Buf* b, int64_t at_ns) except -1:
     cdef int64_t d = doy - (153 * mp + 2) // 5 + 1
     cdef int64_t m = mp + 3 if mp < 10 else mp - 9
     cdef char tmp[48]
-    cdef int n
     if m <= 2:
         y += 1
     if y < 1 or y > 9999:
         raise ValueError(f"audit time out of range: {at_ns} ns")
-    n = snprintf(tmp, 48, "\"%04lld-%02lld-%02lldT%02lld:%02lld:%02lld.%06lld+00:00\"",
-                 <long long>y, <long long>m, <long long>d, <long long>(rest // 3600),
-                 <long long>(rest % 3600 // 60), <long long>(rest % 60), <long long>micro)
-    return _put(b, tmp, n)
+    memcpy(tmp, b'"0000-00-00T00:00:00.000000+00:00"', 34)
+    _digits(tmp + 1, y, 4)
+    _digits(tmp + 6, m, 2)
+    _digits(tmp + 9, d, 2)
+    _digits(tmp + 12, rest // 3600, 2)
+    _digits(tmp + 15, rest % 3600 // 60, 2)
+    _digits(tmp + 18, rest % 60, 2)
+    _digits(tmp + 21, micro, 6)
+    return _put(b, tmp, 34)
 
 
 # -- tensors --------------------------------------------------------------------------
@@ -498,6 +515,34 @@ def encode(entry, str stream_id, long long seq, object column_json):
         return PyBytes_FromStringAndSize(b.data, b.size)
     finally:
         free(b.data)
+
+
+def frame(bytes body, bytes chain, bytes declared):
+    """See ``native.audit_record_py.frame``: the spool line of a signed record."""
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(body), c = PyBytes_GET_SIZE(chain)
+    cdef Py_ssize_t d = PyBytes_GET_SIZE(declared), k
+    cdef const unsigned char* h = <const unsigned char*>PyBytes_AS_STRING(chain)
+    cdef bytes out
+    cdef char* o
+    if n < 2 or PyBytes_AS_STRING(body)[n - 1] != b'}':
+        raise ValueError("audit record: the body is not a JSON object")
+    out = PyBytes_FromStringAndSize(NULL, n - 1 + 10 + 2 * c + 13 + d + 2)
+    o = PyBytes_AS_STRING(out)
+    memcpy(o, PyBytes_AS_STRING(body), n - 1)
+    o += n - 1
+    memcpy(o, b',"chain":"', 10)
+    o += 10
+    for k in range(c):
+        o[2 * k] = HEX[h[k] >> 4]
+        o[2 * k + 1] = HEX[h[k] & 15]
+    o += 2 * c
+    memcpy(o, b'","declared":', 13)
+    o += 13
+    memcpy(o, PyBytes_AS_STRING(declared), d)
+    o += d
+    o[0] = b'}'
+    o[1] = b'\n'
+    return out
 
 
 # -- split: the shipper's reading of a spool line ---------------------------------------

@@ -133,6 +133,16 @@ _DECODER = json.JSONDecoder()
 _WHITESPACE = " \t\n\r"
 
 
+def frame(body: bytes, chain: bytes, declared: bytes) -> bytes:
+    """The spool line of a record: its canonical ``body`` (what the chain signs) with
+    the chain value (hex) and the version's ``declared`` JSON (for the shipper, not
+    signed) added as the last two keys, and a newline."""
+    if len(body) < 2 or not body.endswith(b"}"):
+        raise ValueError("audit record: the body is not a JSON object")
+    return (body[:-1] + b',"chain":"' + chain.hex().encode() + b'","declared":' + declared
+            + b"}\n")
+
+
 def split(line: bytes) -> dict[str, Any]:
     """The fields of one spool line (a JSON object): strings, numbers, booleans and
     null as Python values; objects and arrays as their JSON text, exactly as written

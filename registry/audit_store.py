@@ -44,7 +44,6 @@ def _time(text: str) -> dt.datetime:
 REQUEST_COLUMNS = (*CHAINED_FIELDS, "chain")
 DECISION_COLUMNS = ("decision_id", "row_index", "route", "at", "model", "version", "status",
                     "score", "decision")
-_REQUEST_AT, _DECISION_AT = REQUEST_COLUMNS.index("at"), DECISION_COLUMNS.index("at")
 
 
 @dataclass
@@ -83,9 +82,10 @@ def load(session: Session, batch: AuditBatch) -> int:
 
 def _bulk_insert(session: Session, batch: AuditBatch) -> None:
     """Requests and their decision rows, skipping any already there: ``executemany`` on
-    the raw SQLite connection (times converted to the text SQLAlchemy stores), ``COPY``
-    into a temporary table then one ``INSERT … ON CONFLICT DO NOTHING`` on PostgreSQL
-    (times as written: ``timestamptz`` reads them). No per-row SQLAlchemy work."""
+    the raw SQLite connection (SQLite itself turns the times into the text SQLAlchemy
+    stores: ``_sqlite_values``), ``COPY`` into a temporary table then one ``INSERT … ON
+    CONFLICT DO NOTHING`` on PostgreSQL (times as written: ``timestamptz`` reads them).
+    No per-row SQLAlchemy work."""
     raw = session.connection().connection.driver_connection
     assert raw is not None
     if session.get_bind().dialect.name == "postgresql":
@@ -105,19 +105,26 @@ def _bulk_insert(session: Session, batch: AuditBatch) -> None:
                 cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
                             "ON CONFLICT DO NOTHING")
         return
-    for table, columns, rows in (
-        ("audit_requests", REQUEST_COLUMNS, _sqlite_times(batch.requests, _REQUEST_AT)),
-        ("audit_decisions", DECISION_COLUMNS, _sqlite_times(batch.decisions, _DECISION_AT)),
-    ):
+    raw.create_function("osprey_utc", 1, _sqlite_time, deterministic=True)
+    for table, columns, rows in (("audit_requests", REQUEST_COLUMNS, batch.requests),
+                                 ("audit_decisions", DECISION_COLUMNS, batch.decisions)):
         if rows:
-            marks = ", ".join("?" * len(columns))
-            raw.executemany(
-                f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
+            raw.executemany(f"INSERT OR IGNORE INTO {table} ({', '.join(columns)}) "
+                            f"VALUES ({_sqlite_values(columns)})", rows)
 
 
-def _sqlite_times(rows: list[tuple[Any, ...]], index: int) -> list[tuple[Any, ...]]:
-    convert = _sqlite_time
-    return [(*row[:index], convert(row[index]), *row[index + 1:]) for row in rows]
+def _sqlite_values(columns: tuple[str, ...]) -> str:
+    """Numbered parameters for ``columns``; ``at``, as the writer wrote it, becomes in
+    SQLite the text SQLAlchemy stores for a UTC datetime (``_sqlite_time``: sliced,
+    not parsed; a time in any other form goes through that function)."""
+    marks = []
+    for i, column in enumerate(columns, 1):
+        p = f"?{i}"
+        marks.append(p if column != "at" else (
+            f"CASE WHEN length({p}) = 32 AND substr({p}, 11, 1) = 'T' AND substr({p}, 27) "
+            f"= '+00:00' THEN substr({p}, 1, 10) || ' ' || substr({p}, 12, 15) "
+            f"ELSE osprey_utc({p}) END"))
+    return ", ".join(marks)
 
 
 def _sqlite_time(text: str) -> str:

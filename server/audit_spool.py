@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from native import bytes_codec
-from native.audit_record import encode, f32_repr, iso_time
+from native.audit_record import encode, f32_repr, frame, iso_time
 from native.spool import SpoolWriter
 from registry.audit_chain import GENESIS_PREVIOUS, Hmac, key_id, link
 
@@ -434,9 +434,7 @@ class AuditLog:
             body = encode(_unserialisable(entry), self.stream_id, self._seq,
                           self._column_json)
         chain = self._hmac.digest(self._chain, body)
-        number = int(self._writer.append(
-            body[:-1] + b',"chain":"' + chain.hex().encode() + b'","declared":'
-            + _declared_json(entry) + b"}\n"))
+        number = int(self._writer.append(frame(body, chain, _declared_json(entry))))
         self._chain = chain
         self._seq += 1
         return number

@@ -259,3 +259,17 @@ def test_records_leaves_out_a_torn_last_line_and_refuses_a_bad_one_before_it(
         read(b'{"seq":tru}\n', FIELDS)
     with pytest.raises(ValueError, match="line 3: audit record: data after the object"):
         read(b'{"seq":1}\n\n{"seq":2}x\n{"seq":3}', FIELDS)
+
+
+@pytest.mark.parametrize("name", ["kernel", "twin"])
+def test_frame_adds_the_chain_and_the_declared_outputs_as_the_last_keys(name: str) -> None:
+    frame = _audit_record.frame if name == "kernel" else audit_record_py.frame
+    chain = bytes(range(0, 256, 8))
+    line = frame(b'{"a":1,"s":"}"}', chain, b'["P",null,0.5]')
+    assert line.endswith(b"}\n") and line.count(b"\n") == 1
+    assert json.loads(line) == {"a": 1, "s": "}", "chain": chain.hex(),
+                                "declared": ["P", None, 0.5]}
+    assert frame(b"{}", b"", b"null") == b'{,"chain":"","declared":null}\n'  # as the twin
+    for bad in (b"", b"}", b'{"a":1'):
+        with pytest.raises(ValueError, match="not a JSON object"):
+            frame(bad, chain, b"null")

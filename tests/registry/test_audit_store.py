@@ -4,6 +4,7 @@ records idempotently, and ``verify`` names every kind of tampering."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import json
 import time
@@ -337,3 +338,21 @@ def test_an_open_segment_torn_inside_its_zero_fill_reads_its_whole_lines(
     assert [g["stream_id"] for g in batch.streams] == ["s"]
     assert [r[REQUEST_COLUMNS.index("decision_id")] for r in batch.requests] == ["1"]
     assert batch.decisions == []
+
+
+def test_a_time_with_another_offset_is_stored_as_the_same_instant(db: Database) -> None:
+    """The writer's UTC times are sliced into SQLite's stored form; any other offset is
+    converted, on both databases, never stored as the wall time it names."""
+    values = dict.fromkeys(REQUEST_COLUMNS, "")
+    values.update(stream_id="s", seq=1, decision_id="d-offset", rows=1, status="OK",
+                  latency_us=1, queue_us=None, version=1, route="stable", inputs="{}",
+                  outputs="{}", at="2026-11-28T14:00:00.250000+02:00")
+    batch = audit_store.AuditBatch(
+        requests=[tuple(values[c] for c in REQUEST_COLUMNS)],
+        decisions=[("d-offset", 0, "stable", values["at"], "", 1, "OK", None, None)])
+    with db.write() as s:
+        audit_store.load(s, batch)
+    expected = dt.datetime(2026, 11, 28, 12, 0, 0, 250000, tzinfo=dt.UTC)
+    with db.read() as s:
+        assert s.scalars(select(AuditRequest.at)).one() == expected
+        assert s.scalars(select(AuditDecision.at)).one() == expected
