@@ -72,12 +72,27 @@ def load(session: Session, batch: AuditBatch) -> int:
         for stream_id, seq, *_, chain in batch.requests:
             if stream_id not in heads or seq > heads[stream_id][0]:
                 heads[stream_id] = (seq, chain)
-        session.execute(_insert(session, AuditCheckpoint), [
-            {"stream_id": s, "seq": seq, "chain": chain, "at": dt.datetime.now(dt.UTC),
-             "kind": "ship", "actor": SHIPPER, "reason": ""}
-            for s, (seq, chain) in heads.items()
-        ])
+        _checkpoint(session, heads)
     return len(batch.requests)
+
+
+def _checkpoint(session: Session, heads: dict[str, tuple[int, str]]) -> None:
+    """The shipped chain head of each stream, into ``audit_checkpoints`` through the raw
+    connection: one ORM insert per segment cost ~1 ms, more than the commit's share."""
+    now = dt.datetime.now(dt.UTC)
+    raw = session.connection().connection.driver_connection
+    assert raw is not None
+    columns = "stream_id, seq, chain, at, kind, actor, reason"
+    if session.get_bind().dialect.name == "postgresql":
+        with raw.cursor() as cur:
+            cur.executemany(f"INSERT INTO audit_checkpoints ({columns}) "
+                            "VALUES (%s, %s, %s, %s, 'ship', %s, '')",
+                            [(s, seq, chain, now, SHIPPER) for s, (seq, chain) in heads.items()])
+        return
+    at = now.strftime("%Y-%m-%d %H:%M:%S.%f")  # as SQLAlchemy stores a UTC datetime
+    raw.executemany(f"INSERT INTO audit_checkpoints ({columns}) "
+                    "VALUES (?, ?, ?, ?, 'ship', ?, '')",
+                    [(s, seq, chain, at, SHIPPER) for s, (seq, chain) in heads.items()])
 
 
 def _bulk_insert(session: Session, batch: AuditBatch) -> None:
