@@ -15,6 +15,10 @@ drives every server in turn with
   size before and after the window (shipping keeps up when it does not grow);
 * 1-row unary requests at concurrency 8: p50 and p99 latency.
 
+Before each cell the harness waits for the server core to go quiet, so that what one
+cell left running (a side-car still starting, or shipping the end of the previous
+window) does not land on the next cell's server.
+
 The spool disk's fsync latency (p50/p99 of 2,000 fsyncs of 1 KiB appends, in the
 same folder) is measured first. Last, the shipper alone: N records written by the
 real writer, then loaded by the real shipper into a fresh SQLite database and a
@@ -57,6 +61,7 @@ from .machine import (
     pin_this_process,
     process_cpu_seconds,
     system_cpu_seconds,
+    wait_until_quiet,
 )
 from .models import write_decided_mlp
 from .reference import OrtReference
@@ -191,6 +196,8 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
                         "server": server.cpu_seconds, "client": time.process_time,
                         "machine": system_cpu_seconds,
                         "sidecar": functools.partial(sidecar_cpu_seconds, server)}
+                    if args.quiet_cpu is not None:  # a side-car's backlog, or its start
+                        await asyncio.to_thread(wait_until_quiet, args.quiet_cpu)
                     before = spool_bytes(server) if mode != "off" else 0.0
                     result = await drive(clients[mode], "mlp", payload, scenario, args.seconds,
                                          args.warmup, args.check_every, "per-worker", clocks)
@@ -324,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info()
     placement = choose_placement(pin=True)
     pin_this_process(placement)
+    args.quiet_cpu = None if args.smoke else placement.server_cpu
     print(f"machine: {machine['cpu_model']}; placement: {placement.describe()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="osprey-audit-bench-") as tmp:
         root = Path(tmp)
