@@ -12,8 +12,9 @@ It runs as its own process (``osprey serve`` starts one beside each server proce
 on Kubernetes it can be its own container on the spool volume), so that parsing and
 inserting never take the serving process's CPU or GIL. One shipper works a spool
 root at a time (an exclusive ``flock`` on ``.shipper.lock``); the others wait their
-turn. After every pass it publishes ``.shipper.json`` (database reachable or not,
-when, what it shipped), which the servers read for their ``osprey.audit`` health.
+turn. It publishes ``.shipper.json`` (database reachable or not, when, what it
+shipped) every ``PUBLISH_SECONDS`` and whenever reachability changes, which the
+servers read for their ``osprey.audit`` health.
 While the database cannot be reached, segments stay on disk (the spool grows up to
 its bound) and everything is shipped when the database returns.
 """
