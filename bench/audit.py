@@ -5,7 +5,10 @@
 
 Three servers (``--audit off|relaxed|strict``, each with its own home, spool and
 embedded SQLite) serve the plain MLP of ``bench/models.py`` with a declared score
-and decision, pinned to the same core, the load generator on the other. The audit
+and decision, pinned to the same core, the load generator on the other. When the
+PostgreSQL of ``--postgres`` is reachable (not under ``--smoke``), a fourth,
+``relaxed-pg``, audits relaxed into a fresh database there, so that the spool is seen
+to keep up at saturation on both databases. The audit
 shipper side-car of each auditing server stays on the server's core
 (``--sidecar server``, the default: all of Osprey on one core) or moves to the load
 generator's (``--sidecar client``, as a side-car container with its own CPU would). Each round
@@ -163,6 +166,57 @@ def paced_fdatasync_latency(folder: Path, count: int = 2000, gap: float = 0.0005
             for q, f in (("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999))}
 
 
+PG_MODE = "relaxed-pg"  # relaxed, its side-car shipping into PostgreSQL
+
+
+@dataclass
+class BenchDatabase:
+    """A PostgreSQL database of this run (created and migrated; dropped at the end)."""
+
+    admin_url: str
+    name: str
+
+    @property
+    def url(self) -> str:
+        return self.admin_url.rsplit("/", 1)[0] + "/" + self.name
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+def create_database(admin_url: str, suffix: str) -> BenchDatabase | None:
+    """A fresh database on the PostgreSQL of ``admin_url``; None if it is unreachable."""
+    import psycopg
+
+    if not admin_url:
+        return None
+    name = f"osprey_bench_audit_{suffix}_{os.getpid()}"
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError as exc:
+        print(f"PostgreSQL not reachable ({exc}); nothing measured on it")
+        return None
+    return BenchDatabase(admin_url, name)
+
+
+def server_database(admin_url: str) -> BenchDatabase | None:
+    """The database a relaxed server audits into (``PG_MODE``), at the code's schema:
+    an explicit database is never migrated by the server itself."""
+    from registry import migrate
+    from registry.db import Database
+
+    created = create_database(admin_url, "serving")
+    if created is not None:
+        db = Database(created.url)
+        migrate.upgrade(db)
+        db.dispose()
+    return created
+
+
 def spool_bytes(server: BenchServer) -> float:
     port = METRICS.search(server.stdout_path.read_text())
     if port is None:
@@ -188,7 +242,8 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
     clients = {m: aioclient.InferenceServerClient(s.url) for m, s in servers.items()}
     try:
         for r in range(args.rounds):
-            order = MODES if r % 2 == 0 else tuple(reversed(MODES))
+            modes = tuple(servers)
+            order = modes if r % 2 == 0 else tuple(reversed(modes))
             for scenario in (SATURATION, LATENCY):
                 for mode in order:
                     server = servers[mode]
@@ -203,7 +258,7 @@ async def run_rounds(servers: dict[str, BenchServer], payload: Any, args: argpar
                                          args.warmup, args.check_every, "per-worker", clocks)
                     after = spool_bytes(server) if mode != "off" else 0.0
                     cells.append(Cell(r + 1, mode, scenario, result, before, after))
-                    print(f"  round {r + 1} {mode:7} c={scenario.concurrency:<2} "
+                    print(f"  round {r + 1} {mode:10} c={scenario.concurrency:<2} "
                           f"{result.requests_per_s:8,.0f} req/s  p50 {result.latency.p50_ms:.3f}"
                           f" ms  p99 {result.latency.p99_ms:.3f} ms  CPU/req server "
                           f"{cpu_us(result, 'server'):.0f} side-car {cpu_us(result, 'sidecar'):.0f}"
@@ -279,7 +334,7 @@ def summarise(cells: list[Cell], fsync_p99: float) -> tuple[str, dict[str, Any]]
     off_rate = statistics.median(per("off", SATURATION, lambda r: r.requests_per_s))
     off_p99 = statistics.median(per("off", LATENCY, lambda r: r.latency.p99_ms))
     summary: dict[str, Any] = {}
-    for mode in MODES:
+    for mode in dict.fromkeys(c.mode for c in cells):
         rate = statistics.median(per(mode, SATURATION, lambda r: r.requests_per_s))
         p50 = statistics.median(per(mode, LATENCY, lambda r: r.latency.p50_ms))
         p99 = statistics.median(per(mode, LATENCY, lambda r: r.latency.p99_ms))
@@ -348,12 +403,16 @@ def main(argv: list[str] | None = None) -> int:
         repo = root / "models"
         payload = reference_payload(OrtReference(write_decided_mlp(repo)), rows=1)
         servers = {}
+        serving_db = None if args.smoke else server_database(args.postgres)
         try:
-            for mode in MODES:
+            modes = {mode: ["--audit", mode] for mode in MODES}
+            if serving_db is not None:
+                modes[PG_MODE] = ["--audit", "relaxed", "--database-url", serving_db.url]
+            for mode, mode_args in modes.items():
                 work = root / mode
                 work.mkdir()
                 servers[mode] = BenchServer(repo, work, placement.server_prefix(), "WARNING",
-                                            ["--audit", mode])
+                                            mode_args)
             for server in servers.values():
                 server.wait_ready()
             sidecars = place_sidecars(
@@ -363,24 +422,16 @@ def main(argv: list[str] | None = None) -> int:
             cells = asyncio.run(run_rounds(servers, payload, args))
         finally:
             codes = {m: s.stop() for m, s in servers.items()}
+            if serving_db is not None:
+                serving_db.drop()
         table, summary = summarise(cells, p99)
         rates = {"sqlite": shipping_rate(f"sqlite:///{root / 'ship.db'}", root, args.records)}
-        if args.postgres:
-            import psycopg
-
-            name = f"osprey_bench_audit_{os.getpid()}"
+        shipping_db = create_database(args.postgres, "shipping")
+        if shipping_db is not None:
             try:
-                with psycopg.connect(args.postgres, autocommit=True, connect_timeout=5) as c:
-                    c.execute(f'CREATE DATABASE "{name}"')
-            except psycopg.OperationalError as exc:
-                print(f"PostgreSQL not reachable ({exc}); shipping into it not measured")
-            else:
-                try:
-                    url = args.postgres.rsplit("/", 1)[0] + "/" + name
-                    rates["postgresql"] = shipping_rate(url, root / "pg", args.records)
-                finally:
-                    with psycopg.connect(args.postgres, autocommit=True) as c:
-                        c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                rates["postgresql"] = shipping_rate(shipping_db.url, root / "pg", args.records)
+            finally:
+                shipping_db.drop()
     print()
     print(f"audit shipper side-cars on the {args.sidecar}'s core")
     print(table)
