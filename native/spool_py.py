@@ -60,8 +60,8 @@ class SpoolWriter:
             return self._appended
 
     def kick(self) -> None:
-        with self._cond:
-            self._cond.notify()
+        with self._cond:  # all: the rotator waits on the same condition
+            self._cond.notify_all()
 
     @property
     def durable(self) -> int:
@@ -90,7 +90,7 @@ class SpoolWriter:
     def stop(self) -> None:
         with self._cond:
             self._stopping = True
-            self._cond.notify()
+            self._cond.notify_all()
 
     def run(self) -> None:
         if self._running:

@@ -78,6 +78,27 @@ def test_strict_wakes_the_loop_once_durable(name: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", sorted(WRITERS))
+def test_every_kick_wakes_the_writer_not_the_rotator(name: str, tmp_path: Path) -> None:
+    """The writer and the rotator both wait for work; a kick (and a stop) must reach
+    the writer every time, or a strict answer waits for the seal deadline (30 s here)."""
+    writer, thread, wake = start(WRITERS[name], tmp_path, True, seal=30.0)
+    try:
+        for i in range(20):
+            number = writer.append(b"%d\n" % i)
+            writer.kick()
+            ready, _, _ = select.select([wake], [], [], 5.0)
+            assert ready, f"kick {i} was lost"
+            os.eventfd_read(wake)
+            assert writer.durable >= number
+    finally:
+        started = time.monotonic()
+        writer.stop()
+        thread.join(10)
+        os.close(wake)
+    assert not thread.is_alive() and time.monotonic() - started < 5, "stop was lost"
+
+
+@pytest.mark.parametrize("name", sorted(WRITERS))
 def test_a_spool_that_cannot_be_written_says_why(name: str, tmp_path: Path) -> None:
     folder = tmp_path / "gone"
     folder.mkdir()
