@@ -638,6 +638,35 @@ cdef object _scalar(const unsigned char* p, Py_ssize_t start, Py_ssize_t end):
         raise ValueError(f"audit record: bad number at position {start}") from None
 
 
+cdef object _value(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t* end):
+    """The ``: value`` after a key that ends at ``i``: strings, numbers, booleans and
+    null as Python values, objects and arrays as their exact text; ``end[0]`` is the
+    index after the value."""
+    cdef Py_ssize_t start, stop
+    cdef bint escaped = False
+    i = _skip(p, i, n)
+    if i >= n or p[i] != 58:  # :
+        raise ValueError(f"audit record: expected ':' at position {i}")
+    i = _skip(p, i + 1, n)
+    if i >= n:
+        raise ValueError(f"audit record: missing value at position {i}")
+    start = i
+    if p[i] == 34:
+        stop = _string_end(p, i, n, &escaped)
+        end[0] = stop
+        return _string(p, start, stop, escaped)
+    if p[i] == 123 or p[i] == 91:
+        stop = _nested_end(p, i, n)
+        end[0] = stop
+        return PyUnicode_DecodeUTF8(<const char*>p + start, stop - start, NULL)
+    stop = i
+    while stop < n and p[stop] != 44 and p[stop] != 125 and p[stop] != 93 and not (
+            p[stop] == 32 or p[stop] == 9 or p[stop] == 10 or p[stop] == 13):
+        stop += 1
+    end[0] = stop
+    return _scalar(p, start, stop)
+
+
 cdef dict _closed(const unsigned char* p, Py_ssize_t i, Py_ssize_t n, dict out):
     """``p[i]`` closes the object: ``out``, if nothing but whitespace follows."""
     i = _skip(p, i + 1, n)
@@ -650,7 +679,7 @@ def split(bytes line):
     """See ``native.audit_record_py.split``: the same values for every line."""
     cdef const unsigned char* p = <const unsigned char*>PyBytes_AS_STRING(line)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(line)
-    cdef Py_ssize_t i, start, end
+    cdef Py_ssize_t i, end
     cdef bint escaped
     cdef dict out = {}
     i = _skip(p, 0, n)
@@ -665,26 +694,7 @@ def split(bytes line):
         escaped = False
         end = _string_end(p, i, n, &escaped)
         key = _string(p, i, end, escaped)
-        i = _skip(p, end, n)
-        if i >= n or p[i] != 58:  # :
-            raise ValueError(f"audit record: expected ':' at position {i}")
-        i = _skip(p, i + 1, n)
-        if i >= n:
-            raise ValueError(f"audit record: missing value at position {i}")
-        start = i
-        if p[i] == 34:
-            escaped = False
-            end = _string_end(p, i, n, &escaped)
-            out[key] = _string(p, start, end, escaped)
-        elif p[i] == 123 or p[i] == 91:
-            end = _nested_end(p, i, n)
-            out[key] = PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)
-        else:
-            end = i
-            while end < n and p[end] != 44 and p[end] != 125 and p[end] != 93 and not (
-                    p[end] == 32 or p[end] == 9 or p[end] == 10 or p[end] == 13):
-                end += 1
-            out[key] = _scalar(p, start, end)
+        out[key] = _value(p, end, n, &end)
         i = _skip(p, end, n)
         if i < n and p[i] == 44:  # ,
             i = _skip(p, i + 1, n)
@@ -748,7 +758,7 @@ cdef tuple _record(const unsigned char* p, Py_ssize_t n, _Fields fields):
     """One line as the tuple of ``fields`` (None where a key is absent); every value
     is read and checked, wanted or not, as ``split`` reads it."""
     cdef list values = [None] * fields.count
-    cdef Py_ssize_t i, start, end, slot, position = 0
+    cdef Py_ssize_t i, end, slot, position = 0
     cdef bint escaped
     i = _skip(p, 0, n)
     if i >= n or p[i] != 123:
@@ -770,26 +780,7 @@ cdef tuple _record(const unsigned char* p, Py_ssize_t n, _Fields fields):
             if slot < 0:
                 _string(p, i, end, False)  # still UTF-8, as split would find
         position += 1
-        i = _skip(p, end, n)
-        if i >= n or p[i] != 58:  # :
-            raise ValueError(f"audit record: expected ':' at position {i}")
-        i = _skip(p, i + 1, n)
-        if i >= n:
-            raise ValueError(f"audit record: missing value at position {i}")
-        start = i
-        if p[i] == 34:
-            escaped = False
-            end = _string_end(p, i, n, &escaped)
-            value = _string(p, start, end, escaped)
-        elif p[i] == 123 or p[i] == 91:
-            end = _nested_end(p, i, n)
-            value = PyUnicode_DecodeUTF8(<const char*>p + start, end - start, NULL)
-        else:
-            end = i
-            while end < n and p[end] != 44 and p[end] != 125 and p[end] != 93 and not (
-                    p[end] == 32 or p[end] == 9 or p[end] == 10 or p[end] == 13):
-                end += 1
-            value = _scalar(p, start, end)
+        value = _value(p, end, n, &end)
         if slot >= 0:
             values[slot] = value
         i = _skip(p, end, n)
